@@ -1,0 +1,42 @@
+# Lianxin: the two commands are `make run` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= .data
+
+.PHONY: run test bootstrap lint typecheck bench migrate clean-data
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+bootstrap: $(STAMP)
+
+## Start PostgreSQL (embedded unless DATABASE_URL is set), migrate, run every app.
+run: $(STAMP)
+	$(PY) -m tools.run
+
+## The whole test suite against a real PostgreSQL (throwaway embedded unless TEST_DATABASE_URL).
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+migrate: $(STAMP)
+	$(PY) -m tools.run --migrate-only
+
+bench: $(STAMP)
+	$(PY) -m bench.registry_bulk
+
+clean-data:
+	$(PY) -m tools.pg destroy $(DATA)/pg

@@ -1,0 +1,99 @@
+"""The frame every Lianxin app shares: lifespan with the engine, error handlers, request
+context and body limits, token verification, `/healthz` and `/readyz`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.auth import TokenVerifier
+from common.db import create_engine, make_sessionmaker
+from common.errors import install_error_handlers, problem_responses
+from common.logs import configure_logging
+from common.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from common.settings import BaseAppSettings
+
+
+def create_service_app(
+    *,
+    title: str,
+    description: str,
+    settings: BaseAppSettings,
+    routers: Sequence[APIRouter],
+    prefix: str,
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    on_startup: Callable[[FastAPI], Any] | None = None,
+    upload_paths: Sequence[str] = (),
+) -> FastAPI:
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        if getattr(app.state, "sessionmaker", None) is None:
+            engine = create_engine(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                statement_timeout_ms=settings.db_statement_timeout_ms,
+                application_name=title.lower(),
+            )
+            app.state.sessionmaker = make_sessionmaker(engine)
+        if on_startup is not None:
+            await on_startup(app)
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await engine.dispose()
+                app.state.sessionmaker = None
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url=f"{prefix}/openapi.json",
+        docs_url=f"{prefix}/docs",
+        redoc_url=None,
+        responses=problem_responses(401, 422),
+    )
+    app.state.settings = settings
+    app.state.sessionmaker = sessionmaker
+    app.state.token_verifier = TokenVerifier(
+        settings.public_key_pem(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    install_error_handlers(app)
+
+    def limit_for(path: str) -> int:
+        if any(path.endswith(p) for p in upload_paths):
+            return settings.max_upload_bytes
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(RequestContextMiddleware)
+
+    for router in routers:
+        app.include_router(router, prefix=prefix)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            async with request.app.state.sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            logging.getLogger("lianxin").warning("readiness check failed: database")
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "up"})
+
+    return app

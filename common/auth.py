@@ -1,0 +1,126 @@
+"""Who is calling: verifies the gateway-issued access token (Ed25519 JWT, verified with the
+public key only) and yields a typed `Principal`. Every service does this itself, so a
+request that bypasses the gateway gets nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from common.errors import Forbidden, Unauthorized
+
+ALGORITHM = "EdDSA"
+
+
+class Role(StrEnum):
+    admin = "admin"
+    org_admin = "org_admin"
+    org_viewer = "org_viewer"
+    member = "member"
+    auditor = "auditor"
+    integration = "integration"  # an API key of a work-unit org or an integrator
+    service = "service"  # another Lianxin service
+
+
+WRITERS = frozenset({Role.admin, Role.org_admin})
+READERS = frozenset({Role.admin, Role.org_admin, Role.org_viewer, Role.integration})
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: Role
+    org_id: UUID | None = None
+    org_path: str | None = None
+    member_id: UUID | None = None
+    username: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in (Role.admin, Role.service)
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in WRITERS or self.role is Role.service
+
+    @property
+    def reads_org_data(self) -> bool:
+        """Roles that read records of an org subtree (as opposed to self or the audit log)."""
+        return self.role in READERS or self.role is Role.service
+
+
+class TokenVerifier:
+    def __init__(self, public_key_pem: str, *, issuer: str, audience: str) -> None:
+        self._key = public_key_pem
+        self._issuer = issuer
+        self._audience = audience
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": ["exp", "iat", "sub", "role"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The access token is not valid.") from exc
+        if claims.get("typ") != "access":
+            raise Unauthorized("Not an access token.")
+        try:
+            return Principal(
+                subject=str(claims["sub"]),
+                role=Role(claims["role"]),
+                org_id=UUID(claims["org_id"]) if claims.get("org_id") else None,
+                org_path=claims.get("org_path"),
+                member_id=UUID(claims["member_id"]) if claims.get("member_id") else None,
+                username=claims.get("username"),
+                scopes=frozenset(claims.get("scopes") or ()),
+            )
+        except (ValueError, TypeError) as exc:
+            raise Unauthorized("The access token's claims are not valid.") from exc
+
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/token")
+
+
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Credentials are required.")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = verifier.verify(credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    allowed = frozenset(roles) | {Role.admin}
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden("Your role may not do this.")
+        return principal
+
+    return check
+
+
+WriterDep = Annotated[Principal, Depends(require_roles(Role.org_admin, Role.service))]

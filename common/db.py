@@ -1,0 +1,110 @@
+"""Database plumbing every app shares: engine from a standard URL, the per-request
+session, constraint naming, and the `ltree` column type used for org paths."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import MetaData, cast
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.types import UserDefinedType
+from sqlmodel import SQLModel
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# All services' tables live in one MetaData, each in its own schema; alembic filters by schema.
+metadata: MetaData = SQLModel.metadata
+metadata.naming_convention = NAMING_CONVENTION
+
+
+def async_url(url: str) -> str:
+    """`postgresql://…` (any driver suffix) → the asyncpg dialect SQLAlchemy needs."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def plain_url(url: str) -> str:
+    """The libpq form of a URL (for asyncpg.connect, psql, pg_dump)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, statement_timeout_ms: int = 15_000, **kwargs: Any
+) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "server_settings": {
+                "statement_timeout": str(statement_timeout_ms),
+                "idle_in_transaction_session_timeout": "60000",
+                "application_name": kwargs.pop("application_name", "lianxin"),
+            }
+        },
+        **kwargs,
+    )
+
+
+def make_sessionmaker(bind: Any, **kwargs: Any) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False, **kwargs)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; commits after the route returns and before the response
+    is sent, rolls back on any error."""
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+class LTree(UserDefinedType[str]):
+    """PostgreSQL `ltree` (materialized path); values are dotted label strings."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "public.ltree"
+
+    def bind_processor(self, dialect: Any) -> None:
+        return None
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(bindvalue, self)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> None:
+        return None
+
+
+def _register_ltree_reflection() -> None:
+    from sqlalchemy.dialects.postgresql.base import ischema_names
+
+    ischema_names["ltree"] = LTree
+
+
+_register_ltree_reflection()

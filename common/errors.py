@@ -1,0 +1,239 @@
+"""Errors as RFC 9457 problem+json. Services raise `AppError` subclasses; one set of
+handlers renders those, request validation, HTTP errors and anything unexpected."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.context import request_id_var
+
+log = logging.getLogger("lianxin.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = Field(examples=["urn:lianxin:problem:not-found"])
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = Field(default=None, description="The request id, as a URN.")
+    errors: list[FieldError] | None = None
+
+
+def problem_type(slug: str) -> str:
+    return f"urn:lianxin:problem:{slug}"
+
+
+class AppError(Exception):
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+class BadRequest(AppError):
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class Unauthorized(AppError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str | None = None, **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="lianxin"'})
+        super().__init__(detail, **kw)
+
+
+class Forbidden(AppError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(AppError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(AppError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PreconditionFailed(AppError):
+    status, title, slug = 412, "Precondition failed", "precondition-failed"
+
+
+class PayloadTooLarge(AppError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnsupportedMediaType(AppError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class Unprocessable(AppError):
+    status, title, slug = 422, "Validation failed", "validation"
+
+
+class PreconditionRequired(AppError):
+    status, title, slug = 428, "Precondition required", "precondition-required"
+
+
+class TooManyRequests(AppError):
+    status, title, slug = 429, "Too many requests", "rate-limited"
+
+
+class ServiceUnavailable(AppError):
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+class GatewayTimeout(AppError):
+    status, title, slug = 504, "Gateway timeout", "upstream-timeout"
+
+
+_STATUS_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation", "Validation failed"),
+    429: ("rate-limited", "Too many requests"),
+}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    *,
+    slug: str,
+    detail: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    rid = request_id_var.get()
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "instance": f"urn:lianxin:request:{rid}" if rid else None,
+    }
+    if errors is not None:
+        body["errors"] = [e.model_dump() for e in errors]
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _loc_to_field(loc: Sequence[int | str]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
+    out = []
+    for err in raw:
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        out.append(FieldError(field=_loc_to_field(err.get("loc", ())), message=msg))
+    return out
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem_response(
+        exc.status,
+        exc.title,
+        slug=exc.slug,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(
+        422,
+        "Validation failed",
+        slug="validation",
+        detail="The request does not match the schema.",
+        errors=validation_errors(exc.errors()),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _STATUS_SLUGS.get(exc.status_code, ("error", "Error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(
+        exc.status_code,
+        title,
+        slug=slug,
+        detail=detail,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem_response(
+        500,
+        "Internal error",
+        slug="internal",
+        detail="An unexpected error occurred; it has been logged.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem+json errors."""
+    return {
+        s: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {}},
+            "description": _STATUS_SLUGS.get(s, ("", "Error"))[1] or "Error",
+        }
+        for s in statuses
+    }

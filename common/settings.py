@@ -1,0 +1,65 @@
+"""Settings every app shares, read from the environment (prefix `LIANXIN_`, plus the
+conventional `DATABASE_URL`). Each app subclasses `BaseAppSettings` with its own fields."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only secrets: fine on a laptop, refused in production mode.
+DEV_DATA_KEY = "ZGV2LW9ubHktZGF0YS1rZXktMzItYnl0ZXMtbG9uZyE="  # 32 bytes, base64
+DEV_LOOKUP_KEY = "ZGV2LW9ubHktbG9va3VwLWtleS1mb3ItaG1hYy1pZHM="
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class BaseAppSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIANXIN_", extra="ignore")
+
+    environment: Environment = Environment.development
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5544/postgres",
+        validation_alias=AliasChoices("DATABASE_URL", "LIANXIN_DATABASE_URL"),
+    )
+    db_pool_size: int = 10
+    db_statement_timeout_ms: int = 15_000
+    # PEM text of the gateway's token-signing public key, or a file holding it.
+    jwt_public_key: str | None = None
+    jwt_public_key_file: Path | None = Path(".data/keys/jwt_public.pem")
+    jwt_issuer: str = "lianxin-gateway"
+    jwt_audience: str = "lianxin"
+    # Field encryption: "<key id>:<base64 32-byte key>" entries, comma separated; the first
+    # encrypts, all decrypt (rotation: put the new key first, keep the old ones).
+    data_keys: str = f"dev1:{DEV_DATA_KEY}"
+    # Keyed hash for unique lookups of encrypted values (not rotated: it indexes data).
+    lookup_key: str = DEV_LOOKUP_KEY
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 50 * 1_048_576
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Self:
+        dev_keys = DEV_DATA_KEY in self.data_keys or self.lookup_key == DEV_LOOKUP_KEY
+        if self.environment is Environment.production and dev_keys:
+            raise ValueError(
+                "production mode refuses the development data keys: set "
+                "LIANXIN_DATA_KEYS and LIANXIN_LOOKUP_KEY"
+            )
+        return self
+
+    def public_key_pem(self) -> str:
+        if self.jwt_public_key:
+            return self.jwt_public_key
+        if self.jwt_public_key_file and self.jwt_public_key_file.exists():
+            return self.jwt_public_key_file.read_text()
+        raise RuntimeError(
+            "no token verification key: set LIANXIN_JWT_PUBLIC_KEY or LIANXIN_JWT_PUBLIC_KEY_FILE"
+        )

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from common.settings import BaseAppSettings
+
+
+class RegistrySettings(BaseAppSettings):
+    port: int = 8001
+    # Default validity of a transfer letter when the issuer gives none.
+    letter_validity_days: int = 90
+    import_max_rows: int = 200_000

@@ -1,0 +1,114 @@
+"""A real PostgreSQL for the whole run: a throwaway embedded server by default, or a fresh
+database on the server at TEST_DATABASE_URL. Migrations run once; each test runs inside an
+outer transaction that is rolled back, unless it asks for committed data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from common.db import create_engine, make_sessionmaker, plain_url
+from tests.helpers import PUBLIC_PEM
+from tools import migrate, pg
+
+
+def _fresh_database(server_url: str) -> tuple[str, str]:
+    name = f"lianxin_test_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(plain_url(server_url))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = make_url(plain_url(server_url)).set(database=name)
+    return url.render_as_string(hide_password=False), name
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(plain_url(server_url))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    server = os.environ.get("TEST_DATABASE_URL")
+    if server:
+        url, name = _fresh_database(server)
+        migrate.upgrade_all(url)
+        yield url
+        _drop_database(server, name)
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="lianxin-test-pg-"))
+    cluster = pg.start(data_dir)
+    try:
+        url, _ = _fresh_database(cluster.url)
+        migrate.upgrade_all(url)
+        yield url
+    finally:
+        pg.destroy(data_dir)
+
+
+@pytest.fixture(scope="session")
+def server_url(database_url: str) -> str:
+    return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A sessionmaker whose sessions join one outer transaction, rolled back after the test."""
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        yield make_sessionmaker(conn, join_transaction_mode="create_savepoint")
+        if outer.is_active:
+            await outer.rollback()
+
+
+COMMITTED_TABLES = {
+    "registry": ["transfers", "member_merges", "members", "orgs", "idempotency_keys"],
+}
+
+
+@pytest.fixture
+async def committed_db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Real commits on separate pooled connections (for races); tables emptied afterwards."""
+    yield make_sessionmaker(engine)
+    async with engine.begin() as conn:
+        from sqlalchemy import text
+
+        for schema, tables in COMMITTED_TABLES.items():
+            names = ", ".join(f"{schema}.{t}" for t in tables)
+            await conn.execute(text(f"TRUNCATE {names} CASCADE"))
+
+
+@pytest.fixture(scope="session")
+def settings_env(database_url: str) -> dict[str, object]:
+    return {
+        "database_url": database_url,
+        "jwt_public_key": PUBLIC_PEM,
+        "environment": "test",
+    }

@@ -1,0 +1,91 @@
+"""`make run`: PostgreSQL (embedded unless DATABASE_URL is set), migrations, then every app
+under one supervisor. Ctrl-C stops them all, and the embedded server; data stays in .data/."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tools import migrate, pg
+from tools.keys import ensure_signing_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("LIANXIN_DATA_DIR", ROOT / ".data"))
+
+APPS = [
+    # name, module, port
+    ("registry", "services.registry.app", 8001),
+    ("mobility", "services.mobility.app", 8002),
+    ("activities", "services.activities.app", 8003),
+    ("gateway", "gateway.app", 8000),
+]
+
+
+def _exists(module: str) -> bool:
+    return (ROOT / (module.replace(".", "/") + ".py")).exists()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.run")
+    parser.add_argument("--migrate-only", action="store_true")
+    args = parser.parse_args()
+
+    embedded = "DATABASE_URL" not in os.environ
+    if embedded:
+        port = int(os.environ.get("LIANXIN_PG_PORT", "5544"))
+        url = pg.start(DATA / "pg", port).url
+        print(f"PostgreSQL (embedded, data in {DATA / 'pg'}): {url}", flush=True)
+    else:
+        url = os.environ["DATABASE_URL"]
+    private, public = ensure_signing_keys(DATA / "keys")
+    migrate.upgrade_all(url)
+    print("Migrations applied: " + ", ".join(migrate.histories()), flush=True)
+    if args.migrate_only:
+        return 0
+
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": url,
+            "LIANXIN_JWT_PUBLIC_KEY_FILE": str(public),
+            "LIANXIN_JWT_PRIVATE_KEY_FILE": str(private),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.setdefault("LIANXIN_ADMIN_USER", "admin")
+    env.setdefault("LIANXIN_ADMIN_PASSWORD", "lianxin-admin")
+    manager = Manager(Printer(sys.stdout))
+    started = []
+    for name, module, port in APPS:
+        if not _exists(module):
+            continue
+        cmd = (
+            f"{sys.executable} -m uvicorn {module}:app --host 127.0.0.1 --port {port} "
+            "--no-access-log --loop uvloop --http httptools"
+        )
+        manager.add_process(name, cmd, env=env)
+        started.append((name, port))
+    print("\nLianxin is starting:", flush=True)
+    for name, port in started:
+        print(f"  {name:<10} http://127.0.0.1:{port}", flush=True)
+    print("  API docs   http://127.0.0.1:8000/docs", flush=True)
+    print(
+        f"  admin login: {env['LIANXIN_ADMIN_USER']} / {env['LIANXIN_ADMIN_PASSWORD']}", flush=True
+    )
+    print("Ctrl-C stops everything.\n", flush=True)
+    try:
+        manager.loop()
+    finally:
+        if embedded:
+            pg.stop(DATA / "pg")
+            print("PostgreSQL stopped.", flush=True)
+    return int(manager.returncode or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
