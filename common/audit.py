@@ -6,9 +6,23 @@ sensitive value (ID number, phone, notes, whereabouts) as any of these fields.""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, func, insert
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -83,3 +97,96 @@ async def record(
             request_id=request_id_var.get(),
         )
     )
+
+
+class AuditEntry(BaseModel):
+    id: UUID
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    resource: str
+    record_id: UUID | None
+    subject_member_id: UUID | None
+    outcome: str
+    client_addr: str | None
+    request_id: str | None
+    service: str
+
+
+def audit_router(table: Table, *, service: str) -> APIRouter:
+    """`GET /audit-log`: this service's trail, newest first, for auditors and admins (the
+    gateway merges every service's trail behind `GET /api/v1/audit`). A member may read the
+    entries about themself with `subject_member_id` set to their own id."""
+    from common.auth import PrincipalDep, Role
+    from common.db import SessionDep
+    from common.errors import Forbidden
+    from common.pagination import (
+        DEFAULT_LIMIT,
+        CursorQuery,
+        LimitQuery,
+        Page,
+        decode_cursor,
+        page_of,
+    )
+
+    router = APIRouter(tags=["audit"])
+
+    @router.get(
+        "/audit-log",
+        operation_id=f"list{service.capitalize()}AuditLog",
+        summary=f"The {service} service's audit trail",
+        response_model=Page[AuditEntry],
+        include_in_schema=False,
+    )
+    async def list_audit_log(
+        session: SessionDep,
+        principal: PrincipalDep,
+        actor: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        record_id: UUID | None = None,
+        subject_member_id: UUID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: LimitQuery = DEFAULT_LIMIT,
+        cursor: CursorQuery = None,
+    ) -> Page[AuditEntry]:
+        own = (
+            principal.role is Role.member
+            and principal.member_id is not None
+            and subject_member_id == principal.member_id
+        )
+        if principal.role not in (Role.auditor, Role.admin) and not own:
+            raise Forbidden("Only auditors read the audit log.")
+        filters = {
+            "actor": actor,
+            "action": action,
+            "resource": resource,
+            "record_id": record_id,
+            "subject_member_id": subject_member_id,
+            "since": since,
+            "until": until,
+        }
+        query = select(table)
+        for name in ("actor", "action", "resource", "record_id", "subject_member_id"):
+            if filters[name] is not None:
+                query = query.where(table.c[name] == filters[name])
+        if since is not None:
+            query = query.where(table.c.at >= since)
+        if until is not None:
+            query = query.where(table.c.at < until)
+        after = decode_cursor(cursor, filters)
+        if after is not None:
+            query = query.where(tuple_(table.c.at, table.c.id) < tuple_(after[0], after[1]))
+        query = query.order_by(table.c.at.desc(), table.c.id.desc()).limit(limit + 1)
+        rows = (await session.execute(query)).mappings().all()
+        items, next_cursor = page_of(
+            [AuditEntry(**r, service=service) for r in rows],
+            limit=limit,
+            key=lambda e: [e.at, e.id],
+            filters=filters,
+        )
+        return Page[AuditEntry](items=items, next_cursor=next_cursor)
+
+    return router

@@ -211,13 +211,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", extra={"path": request.url.path})
-    return problem_response(
-        500,
-        "Internal error",
-        slug="internal",
-        detail="An unexpected error occurred; it has been logged.",
-    )
+    # Runs outside the request-context middleware: restore the request id from the scope.
+    token = request_id_var.set(request.scope.get("state", {}).get("request_id"))
+    try:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            500,
+            "Internal error",
+            slug="internal",
+            detail="An unexpected error occurred; it has been logged.",
+        )
+    finally:
+        request_id_var.reset(token)
 
 
 def install_error_handlers(app: FastAPI) -> None:

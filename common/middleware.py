@@ -7,10 +7,10 @@ import re
 import uuid
 from collections.abc import Callable
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.context import client_addr_var, request_id_var
-from common.errors import PayloadTooLarge
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -51,8 +51,12 @@ class RequestContextMiddleware:
             client_addr_var.reset(addr_token)
 
 
-class _TooLarge(PayloadTooLarge):
-    """Raised from `receive` mid-stream; the app's own handler renders it as 413."""
+class _TooLarge(HTTPException):
+    """Raised from `receive` mid-stream; FastAPI lets HTTP exceptions raised while reading
+    the body through, and the app's handler renders it as a 413 problem."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"The request body exceeds {limit} bytes.")
 
 
 class BodyLimitMiddleware:
@@ -87,7 +91,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge(f"The request body exceeds {limit} bytes.")
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:

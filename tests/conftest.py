@@ -4,62 +4,34 @@ outer transaction that is rolled back, unless it asks for committed data."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from common.db import create_engine, make_sessionmaker, plain_url
+from common.db import create_engine, make_sessionmaker
 from tests.helpers import PUBLIC_PEM
+from tests.pgutil import drop_database, fresh_database
 from tools import migrate, pg
-
-
-def _fresh_database(server_url: str) -> tuple[str, str]:
-    name = f"lianxin_test_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(plain_url(server_url))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    url = make_url(plain_url(server_url)).set(database=name)
-    return url.render_as_string(hide_password=False), name
-
-
-def _drop_database(server_url: str, name: str) -> None:
-    async def drop() -> None:
-        conn = await asyncpg.connect(plain_url(server_url))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     server = os.environ.get("TEST_DATABASE_URL")
     if server:
-        url, name = _fresh_database(server)
+        url, name = fresh_database(server)
         migrate.upgrade_all(url)
         yield url
-        _drop_database(server, name)
+        drop_database(server, name)
         return
     data_dir = Path(tempfile.mkdtemp(prefix="lianxin-test-pg-"))
     cluster = pg.start(data_dir)
     try:
-        url, _ = _fresh_database(cluster.url)
+        url, _ = fresh_database(cluster.url)
         migrate.upgrade_all(url)
         yield url
     finally:

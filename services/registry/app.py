@@ -6,6 +6,8 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.app import create_service_app
+from common.audit import audit_router
+from services.registry.models import audit_log
 from services.registry.routes import orgs
 from services.registry.settings import RegistrySettings
 
@@ -23,7 +25,7 @@ def create_app(
         description="Organizations, members' registration cards and transfers of "
         "organizational relation.",
         settings=settings,
-        routers=[orgs.router],
+        routers=[orgs.router, audit_router(audit_log, service="registry")],
         prefix=PREFIX,
         sessionmaker=sessionmaker,
         upload_paths=("/members/import",),
