@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -59,7 +61,11 @@ class Principal:
 
 class TokenVerifier:
     def __init__(self, public_key_pem: str, *, issuer: str, audience: str) -> None:
-        self._key = public_key_pem
+        # Parse the PEM once: PyJWT would otherwise load it again on every verification.
+        key = load_pem_public_key(public_key_pem.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("the token verification key must be an Ed25519 public key")
+        self._key = key
         self._issuer = issuer
         self._audience = audience
 

@@ -225,7 +225,76 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id_var.reset(token)
 
 
+# SQLSTATEs that are the client's input or a passing condition, not a bug: (status, title,
+# slug, detail). The transaction is rolled back, so nothing was written.
+_SQLSTATE_PROBLEMS: dict[str, tuple[int, str, str, str]] = {
+    "22021": (
+        422,
+        "Validation failed",
+        "validation",
+        "Text may not contain NUL characters or invalid UTF-8.",
+    ),
+    "22P05": (422, "Validation failed", "validation", "Text holds an unstorable character."),
+    "22001": (422, "Validation failed", "validation", "A value is longer than allowed."),
+    "22003": (422, "Validation failed", "validation", "A number is out of range."),
+    "22007": (422, "Validation failed", "validation", "A date or time is not valid."),
+    "22008": (422, "Validation failed", "validation", "A date or time is out of range."),
+    "40001": (
+        409,
+        "Conflict",
+        "concurrent-update",
+        "A concurrent change interfered; retry the request.",
+    ),
+    "40P01": (
+        409,
+        "Conflict",
+        "concurrent-update",
+        "A concurrent change interfered; retry the request.",
+    ),
+    "55P03": (409, "Conflict", "concurrent-update", "The record is locked; retry the request."),
+    "57014": (
+        503,
+        "Service unavailable",
+        "timeout",
+        "The database took too long to answer; retry later.",
+    ),
+    "53300": (503, "Service unavailable", "unavailable", "The database is busy; retry later."),
+    "57P01": (503, "Service unavailable", "unavailable", "The database is restarting."),
+    "57P02": (503, "Service unavailable", "unavailable", "The database is restarting."),
+    "57P03": (503, "Service unavailable", "unavailable", "The database is starting up."),
+}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for candidate in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    code = _sqlstate(exc)
+    known = _SQLSTATE_PROBLEMS.get(code or "")
+    if known is None and code is not None and code.startswith("08"):
+        known = (503, "Service unavailable", "unavailable", "The database is unreachable.")
+    if known is None and isinstance(getattr(exc, "orig", None), OSError | ConnectionError):
+        known = (503, "Service unavailable", "unavailable", "The database is unreachable.")
+    if known is None:
+        return await _unexpected(request, exc)
+    status, title, slug, detail = known
+    if status >= 500:
+        log.warning("database unavailable (sqlstate %s) on %s", code, request.url.path)
+    headers = {"Retry-After": "1"} if status in (409, 503) else None
+    return problem_response(status, title, slug=slug, detail=detail, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from asyncpg import PostgresError
+    from sqlalchemy.exc import DBAPIError
+
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PostgresError, _database_error)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -18,8 +18,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class RequestContextMiddleware:
     """Takes `X-Request-ID` (or makes one), exposes it to logs and errors, and echoes it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, trust_forwarded: bool = True) -> None:
+        # Services sit behind the gateway and take the client address it forwards; the
+        # gateway faces clients and must not believe a client-supplied X-Forwarded-For.
         self.app = app
+        self.trust_forwarded = trust_forwarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,7 +31,10 @@ class RequestContextMiddleware:
         headers = dict(scope.get("headers") or [])
         raw = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = raw if _SAFE_ID.match(raw) else uuid.uuid4().hex
-        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1").split(",")[0].strip()
+        forwarded = ""
+        if self.trust_forwarded:
+            raw_fwd = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+            forwarded = raw_fwd.split(",")[0].strip()
         client = scope.get("client")
         addr = forwarded or (client[0] if client else None)
         rid_token = request_id_var.set(rid)

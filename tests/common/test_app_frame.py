@@ -8,9 +8,11 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.app import create_service_app
+from common.db import SessionDep
 from common.settings import BaseAppSettings
 from tests.helpers import client, mint
 
@@ -123,3 +125,55 @@ class TestSettings:
     def test_production_refuses_development_keys(self) -> None:
         with pytest.raises(ValueError, match="development data keys"):
             BaseAppSettings(environment="production")  # type: ignore[arg-type]
+
+
+class TestForwardedFor:
+    async def test_gateway_style_middleware_ignores_client_forwarded_for(self) -> None:
+        from starlette.responses import PlainTextResponse
+
+        from common.context import client_addr_var
+        from common.middleware import RequestContextMiddleware
+
+        async def show(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+            await PlainTextResponse(client_addr_var.get() or "")(scope, receive, send)  # type: ignore[arg-type]
+
+        for trust, expected in ((True, "203.0.113.9"), (False, "127.0.0.1")):
+            app = RequestContextMiddleware(show, trust_forwarded=trust)  # type: ignore[arg-type]
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                r = await c.get("/", headers={"X-Forwarded-For": "203.0.113.9"})
+            assert r.text == expected
+
+
+class TestDatabaseErrors:
+    """Input the database cannot store, and passing database conditions, are problems."""
+
+    async def test_nul_character_is_422_and_statement_timeout_503(
+        self, db: async_sessionmaker[AsyncSession], settings_env: dict[str, object]
+    ) -> None:
+        r2 = APIRouter()
+
+        @r2.post("/store", operation_id="store")
+        async def store(body: dict[str, str], session: SessionDep) -> dict[str, str]:
+            await session.execute(text("SELECT CAST(:v AS text)"), {"v": body["v"]})
+            return body
+
+        @r2.get("/slow", operation_id="slow")
+        async def slow(session: SessionDep) -> None:
+            await session.execute(text("SET LOCAL statement_timeout = 50"))
+            await session.execute(text("SELECT pg_sleep(2)"))
+
+        app = create_service_app(
+            title="t",
+            description="t",
+            settings=BaseAppSettings(**settings_env),  # type: ignore[arg-type]
+            routers=[r2],
+            prefix="/api/v1/t",
+            sessionmaker=db,
+        )
+        async with client(app, mint("admin")) as c:
+            r = await c.post("/api/v1/t/store", json={"v": "a\u0000b"})
+            assert r.status_code == 422
+            assert r.headers["content-type"] == "application/problem+json"
+            r = await c.get("/api/v1/t/slow")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
