@@ -35,8 +35,9 @@ typecheck: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m tools.run --migrate-only
 
+## Every benchmark in bench/ (or some: `make bench BENCH="gateway_overhead"`); results in bench/results/.
 bench: $(STAMP)
-	$(PY) -m bench.registry_bulk
+	$(PY) -m bench $(BENCH)
 
 clean-data:
 	$(PY) -m tools.pg destroy $(DATA)/pg

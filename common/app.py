@@ -30,6 +30,7 @@ def create_service_app(
     prefix: str,
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     on_startup: Callable[[FastAPI], Any] | None = None,
+    on_shutdown: Callable[[FastAPI], Any] | None = None,
     upload_paths: Sequence[str] = (),
 ) -> FastAPI:
     configure_logging(settings.log_level)
@@ -50,6 +51,8 @@ def create_service_app(
         try:
             yield
         finally:
+            if on_shutdown is not None:
+                await on_shutdown(app)
             if engine is not None:
                 await engine.dispose()
                 app.state.sessionmaker = None

@@ -26,8 +26,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.auth import Principal
+from common.auth import Principal, PrincipalDep, Role
 from common.context import client_addr_var, request_id_var
+from common.db import SessionDep
+from common.errors import Forbidden
+from common.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_cursor,
+    page_of,
+)
 
 
 def audit_table(metadata: MetaData, schema: str) -> Table:
@@ -118,18 +128,6 @@ def audit_router(table: Table, *, service: str) -> APIRouter:
     """`GET /audit-log`: this service's trail, newest first, for auditors and admins (the
     gateway merges every service's trail behind `GET /api/v1/audit`). A member may read the
     entries about themself with `subject_member_id` set to their own id."""
-    from common.auth import PrincipalDep, Role
-    from common.db import SessionDep
-    from common.errors import Forbidden
-    from common.pagination import (
-        DEFAULT_LIMIT,
-        CursorQuery,
-        LimitQuery,
-        Page,
-        decode_cursor,
-        page_of,
-    )
-
     router = APIRouter(tags=["audit"])
 
     @router.get(

@@ -41,6 +41,14 @@ class BaseAppSettings(BaseSettings):
     data_keys: str = f"dev1:{DEV_DATA_KEY}"
     # Keyed hash for unique lookups of encrypted values (not rotated: it indexes data).
     lookup_key: str = DEV_LOOKUP_KEY
+    # Events: consumers run inside each app unless turned off; with a NATS URL the outbox is
+    # relayed to JetStream and consumers read from there, without one straight from the
+    # outbox tables.
+    consumers_enabled: bool = True
+    nats_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("NATS_URL", "LIANXIN_NATS_URL")
+    )
+    events_poll_interval_s: float = 1.0
     max_body_bytes: int = 1_048_576
     max_upload_bytes: int = 50 * 1_048_576
     log_level: str = "INFO"

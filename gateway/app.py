@@ -2,44 +2,131 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import StreamingResponse
 
+from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
-from common.middleware import RequestContextMiddleware
-from gateway.proxy import Proxy
+from common.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from gateway import health, openapi
+from gateway.audit.routes import router as audit_router
+from gateway.auth.credentials import authorize_upstream
+from gateway.auth.setup import bootstrap as bootstrap_auth
+from gateway.auth.setup import install_auth
+from gateway.middleware import SecurityHeadersMiddleware
+from gateway.openapi import ServiceDocs
+from gateway.proxy import PROXIED_METHODS, Proxy, make_client
+from gateway.ratelimit import make_limiter
 from gateway.settings import GatewaySettings
 
+# Uploads may be larger than ordinary JSON bodies.
+UPLOAD_PATHS = ("/api/v1/registry/members/import",)
+UPLOAD_PREFIXES = ("/api/v1/mobility/sync/",)
 
-def create_app(settings: GatewaySettings | None = None,
-               *, transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """`transport` replaces the upstream network (tests route service hosts to in-process
+    apps), `sessionmaker` the gateway's own database, `clock` the time auth decisions use."""
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(
-            transport=transport, timeout=settings.upstream_timeout_s
-        ) as client:
-            app.state.proxy = Proxy(settings.upstreams(), client)
-            yield
+        engine = None
+        if sessionmaker is None:
+            engine = create_engine(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                statement_timeout_ms=settings.db_statement_timeout_ms,
+                application_name="gateway",
+            )
+        app.state.sessionmaker = sessionmaker or make_sessionmaker(engine)
+        await bootstrap_auth(app)
+        async with make_client(settings, transport) as client:
+            app.state.proxy = Proxy.from_settings(settings, client, authorize=authorize_upstream)
+            app.state.service_docs = ServiceDocs(
+                client, settings.upstreams(), ttl_s=settings.openapi_cache_ttl_s
+            )
+            limiter = None
+            if settings.rate_limit_enabled:
+                limiter = make_limiter(
+                    redis_url=settings.redis_url,
+                    rate_per_s=settings.rate_limit_per_s,
+                    burst=settings.rate_limit_burst,
+                )
+            app.state.limiter = limiter
+            try:
+                yield
+            finally:
+                if limiter is not None:
+                    await limiter.aclose()
+                if engine is not None:
+                    await engine.dispose()
 
-    app = FastAPI(title="Lianxin", version="1.0.0", lifespan=lifespan, openapi_url=None)
+    app = FastAPI(
+        title="Lianxin",
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def limit_for(path: str) -> int:
+        if path in UPLOAD_PATHS or path.startswith(UPLOAD_PREFIXES):
+            return settings.max_upload_bytes
+        return settings.max_body_bytes
 
+    # Outermost last: request id, then security headers, CORS, and the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=list(PROXIED_METHODS),
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "Idempotency-Key",
+                "If-Match",
+                "If-None-Match",
+            ],
+            expose_headers=["X-Request-ID", "ETag", "Location", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=settings.hsts_max_age_s)
+    app.add_middleware(RequestContextMiddleware, trust_forwarded=False)
+
+    app.include_router(health.router)
+    app.include_router(openapi.router)
+    install_auth(app, settings, clock=clock)  # /api/v1/auth
+    app.include_router(audit_router)  # /api/v1/audit, /api/v1/auth/me/access-log
+
+    # The catch-all goes last: the gateway's own `/api/v1/...` routes match first.
     @app.api_route(
         "/api/v1/{service}/{path:path}",
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        methods=list(PROXIED_METHODS),
+        operation_id="forwardToService",
+        summary="Forward to the service that owns the path",
         include_in_schema=False,
     )
     async def forward(request: Request, service: str, path: str) -> StreamingResponse:
@@ -49,7 +136,13 @@ def create_app(settings: GatewaySettings | None = None,
     return app
 
 
+@functools.cache
+def _default_app() -> FastAPI:
+    return create_app()
+
+
 def __getattr__(name: str) -> FastAPI:
+    # `uvicorn gateway.app:app` builds the app once, on first access.
     if name == "app":
-        return create_app()
+        return _default_app()
     raise AttributeError(name)

@@ -1,55 +1,363 @@
-"""Streams `/api/v1/<service>/...` to the service that owns it, with one pooled client."""
+"""Streams `/api/v1/<service>/...` to the service that owns it (httpx's streaming proxy
+recipe): one long-lived pooled client per gateway, request and response bodies streamed,
+hop-by-hop headers dropped, `X-Request-ID` and `X-Forwarded-*` passed on.
+
+Per upstream: a short connect timeout and a configurable read timeout (504 problem), retries
+on connect errors for idempotent methods only, and a circuit breaker (503 problem at once
+while open). A service that is down takes none of the others with it."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
+import aiohttp
+import anyio
 import httpx
-from fastapi import Request
-from starlette.background import BackgroundTask
+from httpx_aiohttp import AiohttpTransport as _BaseAiohttpTransport
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from common.context import request_id_var
-from common.errors import GatewayTimeout, NotFound, ServiceUnavailable
+from common.errors import AppError, GatewayTimeout, NotFound, ServiceUnavailable
+from gateway.breaker import CircuitBreaker
+from gateway.ratelimit import enforce as enforce_rate_limit
+from gateway.settings import GatewaySettings
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
-})
+log = logging.getLogger("lianxin.gateway.proxy")
+
+# RFC 9110 §7.6.1 connection-specific fields, plus what the gateway sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "expect",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+}
+# The gateway's server stamps its own `date` and `server`; two of each would be wrong.
+_RESPONSE_DROP = HOP_BY_HOP | {"date", "server", "x-request-id"}
+
+PROXIED_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_BACKOFF_S = 0.02
+
+Authorize = Callable[[Request], Awaitable[object]]
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    """The service could not be reached (refused, reset, or no route)."""
+
+
+class UpstreamTimeout(GatewayTimeout):
+    """The service took longer than its timeout."""
+
+
+class _RequestBodyFailed(Exception):
+    """Reading the client's body failed (too large, or the client went away)."""
+
+
+def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> set[str]:
+    """Header names listed in `Connection` are hop-by-hop too."""
+    tokens: set[str] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            names = value.decode("latin-1").split(",")
+            tokens.update(n.strip().lower() for n in names if n.strip())
+    return tokens
+
+
+@dataclass
+class Upstream:
+    name: str
+    base_url: httpx.URL
+    timeout: httpx.Timeout
+    breaker: CircuitBreaker
+
+
+class _Body:
+    """The client's request body, streamed once; remembers whether it was started (a retry
+    is only safe before) and whether reading it failed (too large, the client went away:
+    the client's side, not the upstream's)."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.started = False
+        self.error: Exception | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        try:
+            async for chunk in self._request.stream():
+                if chunk:
+                    yield chunk
+        except Exception as exc:
+            self.error = exc
+            raise _RequestBodyFailed from exc
+
+
+def _upstream_target(request: Request, service: str) -> bytes:
+    """The path and query as the client sent them (still percent-encoded), refused when
+    dot segments could make it leave the service's prefix."""
+    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    segments = request.url.path.split("/")
+    if ".." in segments or "." in segments:
+        raise NotFound("No such path.")
+    if not request.url.path.startswith(f"/api/v1/{service}/"):
+        raise NotFound("No such path.")
+    query: bytes = request.scope.get("query_string") or b""
+    return raw_path + (b"?" + query if query else b"")
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    if "transfer-encoding" in headers:
+        return True
+    length = headers.get("content-length")
+    return length is not None and length.strip() not in ("", "0")
 
 
 class Proxy:
-    def __init__(self, upstreams: dict[str, str], client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        upstreams: dict[str, Upstream],
+        client: httpx.AsyncClient,
+        *,
+        authorize: Authorize | None = None,
+        retries: int = 2,
+    ) -> None:
         self.upstreams = upstreams
         self.client = client
+        self.authorize = authorize
+        self.retries = max(0, retries)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: GatewaySettings,
+        client: httpx.AsyncClient,
+        *,
+        authorize: Authorize | None = None,
+    ) -> Proxy:
+        upstreams = {}
+        for name, url in settings.upstreams().items():
+            read = settings.upstream_read_timeouts.get(name, settings.upstream_timeout_s)
+            upstreams[name] = Upstream(
+                name=name,
+                base_url=httpx.URL(url),
+                timeout=httpx.Timeout(
+                    connect=settings.upstream_connect_timeout_s,
+                    read=read,
+                    write=read,
+                    pool=max(read, settings.upstream_connect_timeout_s),
+                ),
+                breaker=CircuitBreaker(
+                    name,
+                    threshold=settings.breaker_threshold,
+                    reset_after_s=settings.breaker_reset_s,
+                ),
+            )
+        return cls(upstreams, client, authorize=authorize, retries=settings.upstream_retries)
 
     async def forward(self, request: Request, service: str, path: str) -> StreamingResponse:
-        base = self.upstreams.get(service)
-        if base is None:
-            raise NotFound(f"No service {service!r}.")
-        headers: list[tuple[str, str]] = [
-            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
-        ]
-        headers.append(("x-request-id", request_id_var.get() or ""))
+        upstream = self.upstreams.get(service)
+        if upstream is None:
+            raise NotFound(f"There is no service {service!r}.")
+        await self._authorize(request)
+        headers = self._request_headers(request)
+        url = upstream.base_url.copy_with(raw_path=_upstream_target(request, service))
+        body = _Body(request) if _has_body(request) else None
+        method = request.method
+        attempts = 1 + (self.retries if method in IDEMPOTENT else 0)
+        for attempt in range(attempts):
+            probe = upstream.breaker.acquire()  # raises CircuitOpen: 503, no connect attempt
+            try:
+                response = await self.client.send(
+                    self.client.build_request(
+                        method, url, headers=headers, content=body, timeout=upstream.timeout
+                    ),
+                    stream=True,
+                )
+            except httpx.TransportError as exc:
+                if body is not None and body.error is not None:
+                    upstream.breaker.release(probe)
+                    raise self._body_error(body) from exc
+                if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    # Connected, then failed or too slow: the service is there.
+                    upstream.breaker.release(probe)
+                    if isinstance(exc, httpx.TimeoutException):
+                        raise UpstreamTimeout(
+                            f"The {service} service did not answer in time."
+                        ) from exc
+                    raise UpstreamUnavailable(f"The {service} service failed to answer.") from exc
+                upstream.breaker.failure()
+                log.warning(
+                    "upstream %s: %s (attempt %d/%d)",
+                    service,
+                    type(exc).__name__,
+                    attempt + 1,
+                    attempts,
+                )
+                if attempt + 1 == attempts or (body is not None and body.started):
+                    if isinstance(exc, httpx.ConnectTimeout):
+                        raise UpstreamTimeout(
+                            f"The {service} service did not accept a connection in time."
+                        ) from exc
+                    raise UpstreamUnavailable(f"The {service} service is unavailable.") from exc
+                await asyncio.sleep(RETRY_BACKOFF_S * (2**attempt))
+            except _RequestBodyFailed:
+                upstream.breaker.release(probe)
+                raise self._body_error(body) from None
+            except BaseException:  # cancelled: nothing learnt about the service
+                upstream.breaker.release(probe)
+                raise
+            else:
+                upstream.breaker.success()
+                return self._response(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _authorize(self, request: Request) -> None:
+        """Authenticate, then spend a token of the caller's rate budget (keyed by the
+        principal when authentication named one, else by address). A failed
+        authentication still costs a token, so guessing is rate limited too."""
+        failure: AppError | None = None
+        if self.authorize is not None:
+            try:
+                await self.authorize(request)
+            except AppError as exc:
+                failure = exc
+        await enforce_rate_limit(request)
+        if failure is not None:
+            raise failure
+
+    def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        drop = _REQUEST_DROP | _connection_tokens(request.headers.raw)
+        out = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in drop]
+        out.append((b"x-request-id", (request_id_var.get() or "").encode("latin-1")))
         client = request.client
         if client is not None:
-            headers.append(("x-forwarded-for", client.host))
-        url = httpx.URL(base).join(f"/api/v1/{service}/{path}")
-        upstream_req = self.client.build_request(
-            request.method, url.copy_with(query=request.url.query.encode()),
-            headers=headers, content=request.stream(),
-        )
+            # The gateway is the edge: what a client says about its own address is ignored.
+            out.append((b"x-forwarded-for", client.host.encode("latin-1")))
+        out.append((b"x-forwarded-proto", request.url.scheme.encode("latin-1")))
+        host = request.headers.get("host")
+        if host:
+            out.append((b"x-forwarded-host", host.encode("latin-1")))
+        return out
+
+    @staticmethod
+    def _body_error(body: _Body | None) -> Exception:
+        """What went wrong reading the client's body, as the gateway's handlers (and its
+        body limit middleware) expect to see it."""
+        error = body.error if body is not None else None
+        if error is None or isinstance(error, ClientDisconnect):
+            return _ClientClosed("The client closed the request before sending all of it.")
+        return error
+
+    @staticmethod
+    def _response(upstream: httpx.Response) -> StreamingResponse:
+        drop = _RESPONSE_DROP | _connection_tokens(upstream.headers.raw)
+        response = _UpstreamResponse(upstream)
+        response.raw_headers = [
+            (k.lower(), v)
+            for k, v in upstream.headers.raw
+            if k.decode("latin-1").lower() not in drop
+        ]
+        return response
+
+
+class _UpstreamResponse(StreamingResponse):
+    """The service's response, relayed as it arrives. The upstream response goes back to
+    the pool however the relay ends, the client going away included."""
+
+    def __init__(self, upstream: httpx.Response) -> None:
+        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code)
+        self.upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            upstream = await self.client.send(upstream_req, stream=True)
-        except httpx.TimeoutException as exc:
-            raise GatewayTimeout(f"The {service} service did not answer in time.") from exc
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.upstream.aclose()
+
+
+class _ClientClosed(AppError):
+    status, title, slug = 400, "Bad request", "client-closed-request"
+
+
+# --- the upstream client ---------------------------------------------------------------
+
+
+def make_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:
+    limits = httpx.Limits(
+        max_connections=settings.upstream_max_connections,
+        max_keepalive_connections=settings.upstream_max_connections,
+        keepalive_expiry=30.0,
+    )
+    if settings.upstream_transport == "httpx":
+        return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    return AiohttpTransport(limits=limits, trust_env=False)
+
+
+def make_client(
+    settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The gateway's one upstream client. It adds no `Accept`/`Accept-Encoding` of its own:
+    the service sees what the caller asked for."""
+    client = httpx.AsyncClient(
+        transport=transport or make_transport(settings),
+        timeout=httpx.Timeout(
+            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+        ),
+        trust_env=False,
+        follow_redirects=False,
+    )
+    for name in ("accept", "accept-encoding"):
+        del client.headers[name]
+    return client
+
+
+class AiohttpTransport(_BaseAiohttpTransport):
+    """httpx-aiohttp's transport with aiohttp's errors mapped by what they mean: its own
+    table maps a refused connection to `ConnectTimeout` and a dropped one to `ConnectTimeout`
+    too, which would count slow services as dead ones and dead ones as slow."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
         except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"The {service} service is unavailable.") from exc
-        out_headers: dict[str, Any] = {
-            k: v for k, v in upstream.headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() != "x-request-id"
-        }
-        return StreamingResponse(
-            upstream.aiter_raw(), status_code=upstream.status_code, headers=out_headers,
-            background=BackgroundTask(upstream.aclose),
-        )
+            raise _remap(exc) from exc.__cause__
+
+
+def _remap(exc: httpx.TransportError) -> httpx.TransportError:
+    cause = exc.__cause__
+    message = str(exc)
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message)
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(message)
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message)
+    if isinstance(cause, aiohttp.ClientConnectionError):
+        return httpx.RemoteProtocolError(message)
+    if isinstance(cause, _RequestBodyFailed):
+        return httpx.WriteError(message)
+    return exc

@@ -1,6 +1,15 @@
 from __future__ import annotations
 
-from common.settings import BaseAppSettings
+from pathlib import Path
+from typing import Literal, Self
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import AliasChoices, Field, model_validator
+
+from common.settings import BaseAppSettings, Environment
+
+DEV_ADMIN_PASSWORD = "lianxin-admin"  # noqa: S105 - the documented local-run default
 
 
 class GatewaySettings(BaseAppSettings):
@@ -8,7 +17,69 @@ class GatewaySettings(BaseAppSettings):
     registry_url: str = "http://127.0.0.1:8001"
     mobility_url: str = "http://127.0.0.1:8002"
     activities_url: str = "http://127.0.0.1:8003"
-    upstream_timeout_s: float = 10.0
+    # Routing (gateway/proxy.py): connect fast, read as long as the slowest endpoint needs.
+    upstream_connect_timeout_s: float = 1.0
+    upstream_timeout_s: float = 10.0  # read timeout, unless `upstream_read_timeouts` says
+    upstream_read_timeouts: dict[str, float] = Field(default_factory=dict)  # per service
+    upstream_retries: int = 2  # on connect errors, idempotent methods only
+    upstream_max_connections: int = 200
+    # "aiohttp" (httpx-aiohttp) or "httpx" (httpx's own); see bench/gateway_overhead.py
+    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    breaker_threshold: int = 5  # consecutive connection failures that open a circuit
+    breaker_reset_s: float = 5.0  # cool-down before a half-open probe
+    openapi_cache_ttl_s: float = 30.0
+    public_url: str | None = None  # `servers` of the merged OpenAPI document
+    # Browser access: allowed CORS origins (none by default) and HSTS (off unless set).
+    cors_origins: list[str] = Field(default_factory=list)
+    hsts_max_age_s: int = 0
+    # Rate limits per caller (token bucket); shared through Redis when REDIS_URL is set.
+    rate_limit_enabled: bool = True
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 60
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "LIANXIN_REDIS_URL")
+    )
+
+    # --- auth (gateway/auth) ---
+    # PEM text of the token-signing private key (Ed25519), or a file holding it.
+    jwt_private_key: str | None = None
+    jwt_private_key_file: Path | None = Path(".data/keys/jwt_private.pem")
+    access_token_ttl_s: int = 600
+    refresh_token_ttl_s: int = 14 * 24 * 3600
+    # Lifetime of the access token an API key is exchanged for, per request.
+    api_key_token_ttl_s: int = 120
+    login_max_failures: int = 5
+    lockout_s: int = 15 * 60
+    # argon2id cost (RFC 9106 "second recommended" defaults); tests lower them.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65_536
+    argon2_parallelism: int = 4
+    # The first admin, created at startup when no admin exists.
+    admin_user: str | None = None
+    admin_password: str | None = None
+    # --- audit (gateway/audit) ---
+    # How long the merged audit log waits for each service's trail.
+    audit_source_timeout_s: float = 5.0
+
+    @model_validator(mode="after")
+    def _refuse_dev_admin_password_in_production(self) -> Self:
+        if self.environment is Environment.production and self.admin_password == DEV_ADMIN_PASSWORD:
+            raise ValueError("production mode refuses the default admin password")
+        return self
+
+    def private_key(self) -> Ed25519PrivateKey:
+        if self.jwt_private_key:
+            pem = self.jwt_private_key.encode()
+        elif self.jwt_private_key_file and self.jwt_private_key_file.exists():
+            pem = self.jwt_private_key_file.read_bytes()
+        else:
+            raise RuntimeError(
+                "no token signing key: set LIANXIN_JWT_PRIVATE_KEY or LIANXIN_JWT_PRIVATE_KEY_FILE"
+            )
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise RuntimeError("the token signing key must be an Ed25519 private key")
+        return key
 
     def upstreams(self) -> dict[str, str]:
         return {

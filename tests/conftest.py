@@ -61,7 +61,19 @@ async def db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSessi
 
 
 COMMITTED_TABLES = {
-    "registry": ["transfers", "member_merges", "members", "orgs", "idempotency_keys"],
+    "registry": [
+        "transfers",
+        "member_merges",
+        "members",
+        "orgs",
+        "idempotency_keys",
+        "outbox",
+        "consumer_cursors",
+    ],
+    "mobility": ["members", "orgs", "consumer_cursors", "outbox", "idempotency_keys"],
+    "activities": ["members", "orgs", "consumer_cursors", "outbox", "idempotency_keys"],
+    # (audit_log tables refuse TRUNCATE: they are append-only)
+    "gateway": ["refresh_tokens", "api_keys", "users", "idempotency_keys"],
 }
 
 

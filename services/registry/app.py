@@ -7,8 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.app import create_service_app
 from common.audit import audit_router
-from services.registry.models import audit_log
-from services.registry.routes import orgs
+from common.events.runtime import lifespan_hooks
+from services.registry.dependencies import FieldCrypto
+from services.registry.models import SCHEMA, audit_log, consumer_cursors
+from services.registry.routes import imports, members, orgs, transfers
 from services.registry.settings import RegistrySettings
 
 PREFIX = "/api/v1/registry"
@@ -20,16 +22,31 @@ def create_app(
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
 ) -> FastAPI:
     settings = settings or RegistrySettings()
-    return create_service_app(
+    # The registry consumes nothing; with NATS_URL set it relays its outbox to JetStream.
+    on_startup, on_shutdown = lifespan_hooks(
+        consumers=list, schema=SCHEMA, cursors=consumer_cursors
+    )
+    app = create_service_app(
         title="Lianxin registry",
         description="Organizations, members' registration cards and transfers of "
         "organizational relation.",
         settings=settings,
-        routers=[orgs.router, audit_router(audit_log, service="registry")],
+        routers=[
+            orgs.router,
+            # Before members: /members/import and /members/export are not member ids.
+            imports.router,
+            members.router,
+            transfers.router,
+            audit_router(audit_log, service="registry"),
+        ],
         prefix=PREFIX,
         sessionmaker=sessionmaker,
         upload_paths=("/members/import",),
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
     )
+    app.state.crypto = FieldCrypto.from_settings(settings)
+    return app
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.errors import Conflict, NotFound, Unprocessable
+from common.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 
 
 class OrgNotFound(NotFound):
@@ -41,3 +41,31 @@ class TransferNotAllowed(Conflict):
 
 class InvalidReference(Unprocessable):
     title = "Invalid reference"
+
+
+class InvalidMember(Unprocessable):
+    title = "Invalid registration card"
+
+
+class MemberOrgChangeNotAllowed(Conflict):
+    title = "Organization changes through a transfer"
+    slug = "use-transfer"
+
+
+class OpenTransferExists(Conflict):
+    title = "Member already has an open transfer"
+    slug = "open-transfer"
+
+
+class UnreadableImportFile(Unprocessable):
+    title = "Unreadable import file"
+    slug = "unreadable-file"
+
+
+class ImportTooLarge(PayloadTooLarge):
+    title = "Import file too large"
+
+
+class ImportInProgress(Conflict):
+    title = "Another import is running"
+    slug = "import-in-progress"

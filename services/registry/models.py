@@ -28,6 +28,8 @@ from sqlmodel import Field, SQLModel
 
 from common.audit import audit_table
 from common.db import LTree, metadata
+from common.events.consumer import cursor_table
+from common.events.outbox import outbox_table
 from common.idempotency import idempotency_table
 
 SCHEMA = "registry"
@@ -342,3 +344,7 @@ class Transfer(SQLModel, table=True):
 
 idempotency_keys = idempotency_table(metadata, SCHEMA)
 audit_log = audit_table(metadata, SCHEMA)
+# The registry's published events (see services/registry/events.py), and the cursors of
+# whatever reads them from here (the NATS relay).
+outbox = outbox_table(metadata, SCHEMA)
+consumer_cursors = cursor_table(metadata, SCHEMA)

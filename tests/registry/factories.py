@@ -69,3 +69,34 @@ def id_number(birth: date = date(1970, 1, 1), serial: int = 123, region: str = "
     weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
     check = "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
     return body + check
+
+
+_serials = itertools.count(1)
+
+
+def next_id_number(birth: date = date(1970, 1, 1), gender: str = "male") -> str:
+    """A valid number, new for each of 500 calls (the serial's parity carries the gender)."""
+    serial = (2 * next(_serials)) % 1000 + (1 if gender == "male" else 0)
+    return id_number(birth, serial=serial)
+
+
+async def make_member(
+    c: httpx.AsyncClient,
+    *,
+    org_id: str | None = None,
+    expect: int = 201,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A member through `POST /members`: enrolled in `org_id` (category `retired`) unless
+    the overrides say otherwise, e.g. `residence_org_id=…, category="in_service_resident"`."""
+    body: dict[str, Any] = {
+        "name": f"党员{next(_codes)}",
+        "gender": "male",
+        "birth_date": "1970-01-01",
+        "category": "retired" if org_id is not None else "in_service_resident",
+        "org_id": org_id,
+        **overrides,
+    }
+    r = await c.post("/api/v1/registry/members", json=body)
+    assert r.status_code == expect, r.text
+    return dict(r.json())

@@ -14,6 +14,7 @@ from common.auth import Principal, Role
 from common.errors import Forbidden, PreconditionFailed
 from common.pagination import decode_cursor, page_of
 from services.registry.errors import OrgCodeTaken, OrgMoveNotAllowed, OrgNotFound
+from services.registry.events import emit_org
 from services.registry.models import Org, audit_log
 from services.registry.schemas.orgs import OrgCreate, OrgPublic, OrgUpdate
 from services.registry.service.scope import org_ids_under, org_in_scope
@@ -84,6 +85,7 @@ async def create_org(session: AsyncSession, *, data: OrgCreate, principal: Princ
     await audit.record(
         session, audit_log, principal, action="org.create", resource="org", record_id=org.id
     )
+    await emit_org(session, org, type="org.created")
     return org
 
 
@@ -128,7 +130,9 @@ async def update_org(
     if org.version != expected_version:
         raise PreconditionFailed("The organization has changed since you read it.")
     changes = data.model_dump(exclude_unset=True)
-    if "parent_id" in changes and changes["parent_id"] != org.parent_id:
+    old_path, old_parent_id = org.path, org.parent_id
+    moved = "parent_id" in changes and changes["parent_id"] != org.parent_id
+    if moved:
         await _move(session, org=org, new_parent_id=changes["parent_id"], principal=principal)
     values: dict[str, Any] = {}
     for name in ("code", "name", "kind", "area_level"):
@@ -152,6 +156,12 @@ async def update_org(
         session, audit_log, principal, action="org.update", resource="org", record_id=org.id
     )
     await session.refresh(org)
+    if moved:
+        await emit_org(
+            session, org, type="org.moved", old_path=old_path, old_parent_id=old_parent_id
+        )
+    else:
+        await emit_org(session, org, type="org.updated")
     return org
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: one script per figure, each printing what it measured (`make bench`)."""

@@ -1,0 +1,309 @@
+"""The transactional outbox: a service writes each domain event into `<schema>.outbox` in the
+same transaction as the change it describes (`emit`), so there is no event without its
+change and no change without its event. A statement trigger sends `NOTIFY lianxin_outbox`
+with the schema name, delivered when the transaction commits.
+
+Readers take events in commit-safe order (`read_after`): by `(txid, id)`, only from
+transactions older than the reader's snapshot xmin. Every transaction with an xid below
+xmin has finished, so once a reader has moved its cursor past a row no row can still
+appear behind it, even when a transaction with a lower id commits after a higher one. A
+long-running writer holds delivery back for as long as it runs (statement and
+idle-in-transaction timeouts bound it)."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    cast,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PGUUID
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import UserDefinedType
+
+from common.db import NAMING_CONVENTION
+
+CHANNEL = "lianxin_outbox"
+# Never in an event: the personal data only the owning service keeps (see API.md).
+SENSITIVE_KEYS = frozenset(
+    {
+        "id_number",
+        "id_number_masked",
+        "phone",
+        "phone_masked",
+        "contact_phone",
+        "address",
+        "notes",
+        "place",
+        "whereabouts",
+    }
+)
+
+
+class Xid8(UserDefinedType[str]):
+    """PostgreSQL `xid8` (64-bit transaction id). asyncpg has no codec for it, so values
+    travel as text: bound through `CAST(CAST(:v AS text) AS xid8)`, read as `txid::text`."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(cast(bindvalue, Text), self)
+
+    def column_expression(self, column: Any) -> Any:
+        return cast(column, Text)
+
+
+def _register_xid8_reflection() -> None:
+    from sqlalchemy.dialects.postgresql.base import ischema_names
+
+    ischema_names["xid8"] = Xid8
+
+
+_register_xid8_reflection()
+
+# The position of a reader in an outbox: (txid as text, id). Start of the stream: ("0", 0).
+Position = tuple[str, int]
+START: Position = ("0", 0)
+
+
+def outbox_table(metadata: MetaData, schema: str) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("event_id", PGUUID(as_uuid=True), nullable=False, unique=True),
+        Column("txid", Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
+        Column("type", String(64), nullable=False),
+        Column("aggregate_type", String(32), nullable=False),
+        Column("aggregate_id", PGUUID(as_uuid=True), nullable=False),
+        Column("aggregate_version", BigInteger, nullable=False),
+        Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # The org paths the event concerns (scopes subscriptions to a subtree).
+        Column("org_paths", ARRAY(Text), nullable=False, server_default="{}"),
+        Column("payload", JSONB, nullable=False),
+        Index(None, "txid", "id"),
+        schema=schema,
+    )
+
+
+def outbox_sql(schema: str) -> list[str]:
+    """DDL for the migration creating `<schema>.outbox`: NOTIFY on insert (once per
+    statement; PostgreSQL folds equal notifications of one transaction) and no UPDATE —
+    events are immutable (DELETE stays possible for retention)."""
+    return [
+        f"""CREATE FUNCTION {schema}.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{CHANNEL}', '{schema}'); RETURN NULL; END $$""",
+        f"""CREATE TRIGGER outbox_notify AFTER INSERT ON {schema}.outbox
+        FOR EACH STATEMENT EXECUTE FUNCTION {schema}.outbox_notify()""",
+        f"""CREATE FUNCTION {schema}.outbox_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'events in {schema}.outbox are immutable'
+            USING ERRCODE = '42501'; END $$""",
+        f"""CREATE TRIGGER outbox_no_update BEFORE UPDATE ON {schema}.outbox
+        FOR EACH ROW EXECUTE FUNCTION {schema}.outbox_immutable()""",
+    ]
+
+
+def drop_outbox_sql(schema: str) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS outbox_no_update ON {schema}.outbox",
+        f"DROP FUNCTION IF EXISTS {schema}.outbox_immutable()",
+        f"DROP TRIGGER IF EXISTS outbox_notify ON {schema}.outbox",
+        f"DROP FUNCTION IF EXISTS {schema}.outbox_notify()",
+    ]
+
+
+@functools.cache
+def source_outbox(schema: str) -> Table:
+    """The outbox of `schema` as a reader sees it (its own MetaData: readers in another
+    service never import the producer's models)."""
+    return outbox_table(MetaData(naming_convention=NAMING_CONVENTION), schema)
+
+
+class SensitiveField(ValueError):
+    """An event payload carried a field no event may carry."""
+
+
+def _refuse_sensitive(value: Any, where: str = "payload") -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key in SENSITIVE_KEYS:
+                raise SensitiveField(f"{where}.{key} may not appear in an event")
+            _refuse_sensitive(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_sensitive(item, f"{where}[{i}]")
+
+
+async def emit(
+    session: AsyncSession,
+    table: Table,
+    *,
+    type: str,
+    aggregate_type: str,
+    aggregate_id: uuid.UUID,
+    aggregate_version: int,
+    payload: Mapping[str, Any],
+    org_paths: Iterable[str | None] = (),
+) -> uuid.UUID:
+    """Append one event to the caller's transaction; returns its id."""
+    _refuse_sensitive(payload)
+    event_id = uuid.uuid4()
+    await session.execute(
+        insert(table).values(
+            event_id=event_id,
+            type=type,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            aggregate_version=aggregate_version,
+            org_paths=sorted({p for p in org_paths if p}),
+            payload=to_jsonable_python(dict(payload)),
+        )
+    )
+    return event_id
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event to append with `emit_many`."""
+
+    type: str
+    aggregate_type: str
+    aggregate_id: uuid.UUID
+    aggregate_version: int
+    payload: Mapping[str, Any]
+    org_paths: Iterable[str | None] = ()
+
+
+async def emit_many(session: AsyncSession, table: Table, events: Iterable[EventRow]) -> None:
+    """`emit` for many events at once (bulk writes): one multi-row insert per batch."""
+    rows = []
+    for event in events:
+        _refuse_sensitive(event.payload)
+        rows.append(
+            {
+                "event_id": uuid.uuid4(),
+                "type": event.type,
+                "aggregate_type": event.aggregate_type,
+                "aggregate_id": event.aggregate_id,
+                "aggregate_version": event.aggregate_version,
+                "org_paths": sorted({p for p in event.org_paths if p}),
+                "payload": to_jsonable_python(dict(event.payload)),
+            }
+        )
+    if rows:
+        await session.execute(insert(table), rows)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as consumers see it, whichever transport brought it."""
+
+    source: str  # the producing service's schema
+    seq: int  # the outbox row id
+    txid: str
+    event_id: uuid.UUID
+    type: str
+    aggregate_type: str
+    aggregate_id: uuid.UUID
+    aggregate_version: int
+    occurred_at: datetime
+    org_paths: tuple[str, ...]
+    payload: dict[str, Any]
+
+    @property
+    def position(self) -> Position:
+        return (self.txid, self.seq)
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON body published on NATS (and to integrators)."""
+        return {
+            "id": str(self.event_id),
+            "type": self.type,
+            "source": self.source,
+            "sequence": self.seq,
+            "txid": self.txid,
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": str(self.aggregate_id),
+            "aggregate_version": self.aggregate_version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "org_paths": list(self.org_paths),
+            "data": self.payload,
+        }
+
+    @classmethod
+    def from_envelope(cls, body: Mapping[str, Any]) -> Event:
+        return cls(
+            source=str(body["source"]),
+            seq=int(body["sequence"]),
+            txid=str(body["txid"]),
+            event_id=uuid.UUID(str(body["id"])),
+            type=str(body["type"]),
+            aggregate_type=str(body["aggregate_type"]),
+            aggregate_id=uuid.UUID(str(body["aggregate_id"])),
+            aggregate_version=int(body["aggregate_version"]),
+            occurred_at=datetime.fromisoformat(str(body["occurred_at"])),
+            org_paths=tuple(body.get("org_paths") or ()),
+            payload=dict(body["data"]),
+        )
+
+
+async def read_after(
+    session: AsyncSession, *, source: str, after: Position, limit: int
+) -> tuple[list[Event], bool]:
+    """Up to `limit` committed events of `source` after `after`, in commit-safe order, and
+    whether later rows exist that are held back by a transaction still running."""
+    table = source_outbox(source)
+    xmin = func.pg_snapshot_xmin(func.pg_current_snapshot())
+    query = (
+        select(table, (table.c.txid < xmin).label("visible"))
+        .where(
+            tuple_(table.c.txid, table.c.id) > tuple_(cast(cast(after[0], Text), Xid8()), after[1])
+        )
+        .order_by(table.c.txid, table.c.id)
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).mappings().all()
+    events: list[Event] = []
+    for row in rows:
+        if not row["visible"]:
+            return events, True
+        events.append(
+            Event(
+                source=source,
+                seq=row["id"],
+                txid=row["txid"],
+                event_id=row["event_id"],
+                type=row["type"],
+                aggregate_type=row["aggregate_type"],
+                aggregate_id=row["aggregate_id"],
+                aggregate_version=row["aggregate_version"],
+                occurred_at=row["occurred_at"],
+                org_paths=tuple(row["org_paths"]),
+                payload=row["payload"],
+            )
+        )
+    return events, False

@@ -1,0 +1,211 @@
+"""The read model of the registry that mobility and activities each keep in their own schema:
+orgs (where in the tree) and members (who exists, name, status, org and residence paths),
+built only from the registry's events and rebuildable from the start of the stream.
+
+Applying is idempotent and tolerant of order between aggregates:
+- each row keeps its aggregate version; an event not newer than the row is ignored
+  (every org and member event carries the aggregate's whole projected state);
+- paths come from the projection itself: an org's path is its parent's projected path plus
+  its own label, a member's paths are its orgs' projected paths (the payload's paths only
+  when the org is not known yet); when an org's path changes, its whole subtree — orgs and
+  members — is re-pathed. So an `org.moved` applied before or after a concurrent
+  `member.registered` or `org.created` under it ends in the same tree."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    case,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import UUID as PGUUID
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db import LTree
+from common.events.outbox import Event
+
+ORG_EVENTS = frozenset({"org.created", "org.updated", "org.moved"})
+MEMBER_EVENTS = frozenset(
+    {"member.registered", "member.updated", "member.status_changed", "member.merged"}
+)
+
+
+def projected_orgs_table(metadata: MetaData, schema: str) -> Table:
+    return Table(
+        "orgs",
+        metadata,
+        Column("org_id", PGUUID(as_uuid=True), primary_key=True),
+        Column("parent_id", PGUUID(as_uuid=True), nullable=True),
+        Column("path", LTree(), nullable=False),
+        Column("code", String(64), nullable=False),
+        Column("name", String(200), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("area_level", String(32), nullable=False),
+        Column("version", BigInteger, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Index(f"ix_{schema}_orgs_path_gist", "path", postgresql_using="gist"),
+        Index(None, "parent_id"),
+        Index(None, "code"),
+        schema=schema,
+    )
+
+
+def projected_members_table(metadata: MetaData, schema: str) -> Table:
+    return Table(
+        "members",
+        metadata,
+        Column("member_id", PGUUID(as_uuid=True), primary_key=True),
+        Column("name", String(100), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("category", String(32), nullable=False),
+        Column("relation", String(16), nullable=False),
+        Column("org_id", PGUUID(as_uuid=True), nullable=True),
+        Column("org_path", LTree(), nullable=True),
+        Column("residence_org_id", PGUUID(as_uuid=True), nullable=True),
+        Column("residence_path", LTree(), nullable=True),
+        # Set when the record was found to duplicate another: it resolves to that one.
+        Column("merged_into", PGUUID(as_uuid=True), nullable=True),
+        Column("version", BigInteger, nullable=False),
+        # When this row was last projected (clock time of the apply).
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Index(f"ix_{schema}_members_org_path_gist", "org_path", postgresql_using="gist"),
+        Index(
+            f"ix_{schema}_members_residence_path_gist",
+            "residence_path",
+            postgresql_using="gist",
+        ),
+        Index(None, "org_id"),
+        Index(None, "residence_org_id"),
+        schema=schema,
+    )
+
+
+class RegistryProjection:
+    """`apply` is a consumer's apply function for the registry's events."""
+
+    def __init__(self, *, orgs: Table, members: Table) -> None:
+        self.orgs = orgs
+        self.members = members
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        return (self.members, self.orgs)
+
+    async def apply(self, session: AsyncSession, event: Event) -> None:
+        if event.type in ORG_EVENTS:
+            await self._apply_org(session, event)
+        elif event.type in MEMBER_EVENTS:
+            await self._apply_member(session, event)
+        # Anything else (transfers, other services' events) carries nothing this model needs.
+
+    async def reset(self, session: AsyncSession) -> None:
+        names = ", ".join(f"{t.schema}.{t.name}" for t in self.tables)
+        await session.execute(text(f"TRUNCATE {names}"))
+
+    async def _path_of(self, session: AsyncSession, org_id: Any) -> str | None:
+        if org_id is None:
+            return None
+        path = await session.scalar(select(self.orgs.c.path).where(self.orgs.c.org_id == org_id))
+        return None if path is None else str(path)
+
+    async def _apply_org(self, session: AsyncSession, event: Event) -> None:
+        orgs, data = self.orgs, event.payload
+        org_id = uuid.UUID(str(data["org_id"]))
+        current = (
+            await session.execute(
+                select(orgs.c.version, orgs.c.path).where(orgs.c.org_id == org_id).with_for_update()
+            )
+        ).first()
+        if current is not None and current.version >= event.aggregate_version:
+            return
+        given = str(data["path"])
+        parent_path = await self._path_of(session, data.get("parent_id"))
+        path = f"{parent_path}.{given.rsplit('.', 1)[-1]}" if parent_path else given
+        values = {
+            "parent_id": data.get("parent_id"),
+            "path": path,
+            "code": data["code"],
+            "name": data["name"],
+            "kind": data["kind"],
+            "area_level": data["area_level"],
+            "version": event.aggregate_version,
+            "updated_at": func.clock_timestamp(),
+        }
+        stmt = insert(orgs).values(org_id=org_id, **values)
+        await session.execute(
+            stmt.on_conflict_do_update(index_elements=[orgs.c.org_id], set_=values)
+        )
+        if current is not None and str(current.path) != path:
+            await self._repath(session, old=str(current.path), new=path)
+
+    async def _repath(self, session: AsyncSession, *, old: str, new: str) -> None:
+        """Every path at or under `old` now hangs under `new` (orgs below and members)."""
+        depth = old.count(".") + 1
+        orgs, members = self.orgs, self.members
+        await session.execute(
+            update(orgs)
+            .where(
+                orgs.c.path.op("<@")(literal(old, LTree())), orgs.c.path != literal(old, LTree())
+            )
+            .values(path=literal(new, LTree()).op("||")(func.subpath(orgs.c.path, depth)))
+        )
+        for column in (members.c.org_path, members.c.residence_path):
+            await session.execute(
+                update(members)
+                .where(column.op("<@")(literal(old, LTree())))
+                .values(
+                    {
+                        column.name: case(
+                            (column == literal(old, LTree()), literal(new, LTree())),
+                            else_=literal(new, LTree()).op("||")(func.subpath(column, depth)),
+                        )
+                    }
+                )
+            )
+
+    def _projected_path(self, org_id: Any, fallback: Any) -> Any:
+        """The org's projected path, or the payload's while the org is unknown."""
+        if org_id is None:
+            return None
+        projected = select(self.orgs.c.path).where(self.orgs.c.org_id == org_id)
+        return func.coalesce(projected.scalar_subquery(), literal(fallback, LTree()))
+
+    async def _apply_member(self, session: AsyncSession, event: Event) -> None:
+        """One statement: upsert unless the row holds this version or a newer one."""
+        members, data = self.members, event.payload
+        org_id, residence_org_id = data.get("org_id"), data.get("residence_org_id")
+        values = {
+            "name": data["name"],
+            "status": data["status"],
+            "category": data["category"],
+            "relation": data["relation"],
+            "org_id": org_id,
+            "org_path": self._projected_path(org_id, data.get("org_path")),
+            "residence_org_id": residence_org_id,
+            "residence_path": self._projected_path(residence_org_id, data.get("residence_path")),
+            "merged_into": data.get("merged_into"),
+            "version": event.aggregate_version,
+            "updated_at": func.clock_timestamp(),
+        }
+        stmt = insert(members).values(member_id=event.aggregate_id, **values)
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[members.c.member_id],
+                set_={name: stmt.excluded[name] for name in values},
+                where=members.c.version < stmt.excluded.version,
+            )
+        )

@@ -1,0 +1,49 @@
+"""Plain ASGI middleware of the gateway's edge: security headers on every response."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Nothing may load, frame or submit anything: the API serves JSON, not pages.
+STRICT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+
+class SecurityHeadersMiddleware:
+    """`nosniff`, `no-referrer`, `DENY`, a strict CSP (a response that brings its own, like
+    `/docs`, keeps it), HSTS when configured, and `Cache-Control: no-store` on API
+    responses unless the service chose a policy itself."""
+
+    def __init__(self, app: ASGIApp, *, hsts_max_age_s: int = 0, api_prefix: str = "/api/") -> None:
+        self.app = app
+        self.api_prefix = api_prefix
+        self.always: list[tuple[bytes, bytes]] = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"DENY"),
+        ]
+        if hsts_max_age_s > 0:
+            hsts = f"max-age={hsts_max_age_s}; includeSubDomains"
+            self.always.append((b"strict-transport-security", hsts.encode()))
+        self._names = {name for name, _ in self.always}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = str(scope.get("path", "")).startswith(self.api_prefix)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in self._names
+                ]
+                present = {k.lower() for k, _ in headers}
+                headers.extend(self.always)
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", STRICT_CSP.encode()))
+                if api and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

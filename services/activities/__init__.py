@@ -1,0 +1,1 @@
+"""The activities service: organizational life, talks, service hours, points, funds."""

@@ -1,0 +1,41 @@
+"""The activities service. Business routes come with their issues; what is here is the frame,
+the audit trail and the read model of the registry kept by its consumers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.app import create_service_app
+from common.audit import audit_router
+from services.activities import consumers
+from services.activities.models import audit_log
+from services.activities.settings import ActivitiesSettings
+
+PREFIX = "/api/v1/activities"
+
+
+def create_app(
+    settings: ActivitiesSettings | None = None,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+) -> FastAPI:
+    settings = settings or ActivitiesSettings()
+    return create_service_app(
+        title="Lianxin activities",
+        description="Organizational life, talks, service hours, programs, points, help "
+        "requests and funds.",
+        settings=settings,
+        routers=[audit_router(audit_log, service="activities")],
+        prefix=PREFIX,
+        sessionmaker=sessionmaker,
+        on_startup=consumers.on_startup,
+        on_shutdown=consumers.on_shutdown,
+    )
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn services.activities.app:app` builds the app on first access only.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""The mobility service: mobile members' tracking cards and dual management."""

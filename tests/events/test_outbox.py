@@ -1,0 +1,200 @@
+"""The outbox: an event exactly when its change commits, in an order no late commit can
+break, immutable, and free of sensitive fields."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.auth import Principal, Role
+from common.events.outbox import START, SensitiveField, emit, read_after
+from services.registry.models import outbox
+from services.registry.schemas.orgs import OrgCreate
+from services.registry.service.orgs import create_org
+from tests.events.helpers import rows
+from tests.registry.factories import code, make_org
+
+ADMIN = Principal(subject="events-test", role=Role.admin, username="events-test")
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def _events_of(sessions: Sessions, aggregate_id: object) -> list[tuple[object, ...]]:
+    return await rows(
+        sessions,
+        "SELECT type, aggregate_version FROM registry.outbox WHERE aggregate_id = :a ORDER BY id",
+        a=aggregate_id,
+    )
+
+
+async def _emit_probe(session: AsyncSession, n: int) -> uuid.UUID:
+    return await emit(
+        session,
+        outbox,
+        type="probe.written",
+        aggregate_type="probe",
+        aggregate_id=uuid.uuid4(),
+        aggregate_version=n,
+        payload={"n": n},
+    )
+
+
+class TestEmission:
+    async def test_committed_change_emits_its_event(
+        self, admin: httpx.AsyncClient, committed_db: Sessions
+    ) -> None:
+        org = await make_org(admin, kind="committee", area_level="city")
+        assert await _events_of(committed_db, uuid.UUID(org["id"])) == [("org.created", 1)]
+        body = (
+            await rows(
+                committed_db,
+                "SELECT payload, org_paths FROM registry.outbox WHERE aggregate_id = :a",
+                a=uuid.UUID(org["id"]),
+            )
+        )[0]
+        assert body[0]["code"] == org["code"] and body[0]["parent_id"] is None
+        assert body[1] == [body[0]["path"]]
+
+    async def test_rolled_back_change_emits_nothing(self, committed_db: Sessions) -> None:
+        async with committed_db() as session:
+            org = await create_org(
+                session,
+                data=OrgCreate(code=code(), name="回滚", kind="committee", area_level="city"),
+                principal=ADMIN,
+            )
+            written = await session.scalars(
+                select(outbox.c.type).where(outbox.c.aggregate_id == org.id)
+            )
+            assert written.all() == ["org.created"]
+            await session.rollback()
+        assert await _events_of(committed_db, org.id) == []
+        assert await rows(committed_db, "SELECT 1 FROM registry.orgs WHERE id = :i", i=org.id) == []
+
+    async def test_failed_request_emits_nothing(
+        self, admin: httpx.AsyncClient, committed_db: Sessions
+    ) -> None:
+        parent = await make_org(admin, kind="committee", area_level="city")
+        taken = await make_org(admin, parent_id=parent["id"])
+        r = await admin.post(
+            "/api/v1/registry/orgs",
+            json={
+                "code": taken["code"],
+                "name": "重复",
+                "kind": "branch",
+                "area_level": "community",
+                "parent_id": parent["id"],
+            },
+        )
+        assert r.status_code == 409
+        types = await rows(committed_db, "SELECT type FROM registry.outbox ORDER BY id")
+        assert types == [("org.created",), ("org.created",)]
+
+    async def test_update_and_move_emit_with_versions(
+        self, admin: httpx.AsyncClient, committed_db: Sessions
+    ) -> None:
+        city = await make_org(admin, kind="committee", area_level="city")
+        a = await make_org(admin, parent_id=city["id"], area_level="street")
+        b = await make_org(admin, parent_id=city["id"], area_level="street")
+        child = await make_org(admin, parent_id=a["id"])
+        r = await admin.patch(
+            f"/api/v1/registry/orgs/{child['id']}",
+            json={"name": "新名"},
+            headers={"If-Match": '"1"'},
+        )
+        assert r.status_code == 200, r.text
+        r = await admin.patch(
+            f"/api/v1/registry/orgs/{child['id']}",
+            json={"parent_id": b["id"]},
+            headers={"If-Match": r.headers["ETag"]},
+        )
+        assert r.status_code == 200, r.text
+        assert await _events_of(committed_db, uuid.UUID(child["id"])) == [
+            ("org.created", 1),
+            ("org.updated", 2),
+            ("org.moved", 3),
+        ]
+        moved = (
+            await rows(
+                committed_db,
+                "SELECT payload FROM registry.outbox WHERE type = 'org.moved'",
+            )
+        )[0][0]
+        assert moved["old_parent_id"] == a["id"] and moved["parent_id"] == b["id"]
+        assert moved["old_path"].rsplit(".", 1)[0] != moved["path"].rsplit(".", 1)[0]
+
+
+class TestCommitOrder:
+    async def test_lower_id_committing_later_is_still_delivered(
+        self, committed_db: Sessions
+    ) -> None:
+        """T1 writes the lower id and commits last: a reader must neither skip it nor pass
+        it; it sees nothing after T1's row until T1 has committed, then both in order."""
+        async with committed_db() as t1, committed_db() as t2, committed_db() as reader:
+            first = await _emit_probe(t1, 1)  # lower id, still open
+            second = await _emit_probe(t2, 2)
+            await t2.commit()
+            events, held_back = await read_after(reader, source="registry", after=START, limit=10)
+            await reader.commit()
+            assert [e.event_id for e in events] == [] and held_back
+            await t1.commit()
+            events, held_back = await read_after(reader, source="registry", after=START, limit=10)
+            await reader.commit()
+        assert [e.event_id for e in events] == [first, second] and not held_back
+        assert events[0].seq < events[1].seq
+
+    async def test_order_follows_transactions_not_ids(self, committed_db: Sessions) -> None:
+        """Rows are ordered by the writing transaction's id first: T1 took its xid first but
+        inserted last; its event still comes first, and nothing is lost past the cursor."""
+        async with committed_db() as t1, committed_db() as t2, committed_db() as reader:
+            await t1.execute(text("SELECT pg_current_xact_id()"))
+            await t2.execute(text("SELECT pg_current_xact_id()"))
+            late_xid_event = await _emit_probe(t2, 1)
+            early_xid_event = await _emit_probe(t1, 2)
+            await t2.commit()
+            await t1.commit()
+            events, _ = await read_after(reader, source="registry", after=START, limit=10)
+            assert [e.event_id for e in events] == [early_xid_event, late_xid_event]
+            after, _ = await read_after(
+                reader, source="registry", after=events[0].position, limit=10
+            )
+            assert [e.event_id for e in after] == [late_xid_event]
+
+
+class TestGuards:
+    async def test_events_are_immutable(self, committed_db: Sessions) -> None:
+        async with committed_db() as session:
+            await _emit_probe(session, 1)
+            await session.commit()
+            with pytest.raises(DBAPIError, match="immutable"):
+                await session.execute(text("UPDATE registry.outbox SET type = 'forged'"))
+            await session.rollback()
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"id_number": "330402197001011234"},
+            {"member": {"phone": "13800000000"}},
+            {"items": [{"notes": "谈心内容"}]},
+            {"address": "某路1号"},
+        ],
+    )
+    async def test_sensitive_fields_are_refused(
+        self, committed_db: Sessions, payload: dict[str, object]
+    ) -> None:
+        async with committed_db() as session:
+            with pytest.raises(SensitiveField):
+                await emit(
+                    session,
+                    outbox,
+                    type="probe.written",
+                    aggregate_type="probe",
+                    aggregate_id=uuid.uuid4(),
+                    aggregate_version=1,
+                    payload=payload,
+                )
+            await session.rollback()
