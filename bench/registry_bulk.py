@@ -11,8 +11,8 @@ group); the registry under uvicorn (1 worker, as `make run` serves it) as a chil
   (every row `unchanged`), then — members emptied — the xlsx (real run). Rows/s of each
   request, end to end, and the server's peak RSS during it (`VmHWM`, reset before each).
 - listing: `GET /members?org_id=<street>&limit=50` first pages and deep keyset pages (cursors
-  collected by walking the street's pages), and the same for a county; a fixed number of
-  concurrent clients for a fixed time: requests/s, p50/p99.
+  collected by walking the street's pages), the same for a county, and a community's single
+  page; a fixed number of concurrent clients for a fixed time: requests/s, p50/p99.
 
 Prints a table and writes JSON to `bench/results/registry_bulk.json`. Every process is
 stopped by its pid at the end, and the database removed.
@@ -547,20 +547,19 @@ def main(argv: list[str] | None = None) -> int:
             del csv_file, xlsx_file
 
             street = next(o for o in orgs if o.area_level == "street")
+            community = next(o for o in orgs if o.parent is street)
             county = street.parent
             assert county is not None
             print("listing", flush=True)
             listings: list[ListRun] = []
-            for label, org in (
-                (f"street {street.code}", street),
-                (f"county {county.code}", county),
-            ):
+            targets = (("street", street, 2), ("county", county, 2), ("community", community, 1))
+            for label, org, kinds in targets:
                 cursors, members = walk_pages(c, org.id)
-                for deep in (False, True):
+                for deep in (False, True)[:kinds]:
                     run = run_listing(
                         registry.url,
                         token,
-                        f"{label} {'deep' if deep else 'first'}",
+                        f"{label} {org.code} {'deep' if deep else 'first'}",
                         org.id,
                         cursors,
                         members,

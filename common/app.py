@@ -70,7 +70,10 @@ def create_service_app(
     app.state.settings = settings
     app.state.sessionmaker = sessionmaker
     app.state.token_verifier = TokenVerifier(
-        settings.public_key_pem(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        settings.public_key_pem(),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        service_public_key_pem=settings.service_public_key_pem(),
     )
     install_error_handlers(app)
 

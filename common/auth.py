@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from common.errors import Forbidden, Unauthorized
 
 ALGORITHM = "EdDSA"
+SERVICE_ISSUER = "lianxin-services"
 
 
 class Role(StrEnum):
@@ -59,23 +60,49 @@ class Principal:
         return self.role in READERS or self.role is Role.service
 
 
+def _ed25519_public(pem: str) -> Ed25519PublicKey:
+    key = load_pem_public_key(pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("the token verification key must be an Ed25519 public key")
+    return key
+
+
 class TokenVerifier:
-    def __init__(self, public_key_pem: str, *, issuer: str, audience: str) -> None:
+    """Verifies the gateway's access tokens and, when a service key is given, the tokens
+    other Lianxin services sign for themselves (issuer `lianxin-services`, role `service`
+    only)."""
+
+    def __init__(
+        self,
+        public_key_pem: str,
+        *,
+        issuer: str,
+        audience: str,
+        service_public_key_pem: str | None = None,
+    ) -> None:
         # Parse the PEM once: PyJWT would otherwise load it again on every verification.
-        key = load_pem_public_key(public_key_pem.encode())
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("the token verification key must be an Ed25519 public key")
-        self._key = key
+        self._key = _ed25519_public(public_key_pem)
         self._issuer = issuer
         self._audience = audience
+        self._service_key = (
+            _ed25519_public(service_public_key_pem) if service_public_key_pem else None
+        )
 
     def verify(self, token: str) -> Principal:
+        key, issuer = self._key, self._issuer
+        if self._service_key is not None:
+            try:
+                unverified = jwt.decode(token, options={"verify_signature": False})
+            except jwt.PyJWTError as exc:
+                raise Unauthorized("The access token is not valid.") from exc
+            if unverified.get("iss") == SERVICE_ISSUER:
+                key, issuer = self._service_key, SERVICE_ISSUER
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[ALGORITHM],
-                issuer=self._issuer,
+                issuer=issuer,
                 audience=self._audience,
                 options={"require": ["exp", "iat", "sub", "role"]},
                 leeway=5,
@@ -86,6 +113,8 @@ class TokenVerifier:
             raise Unauthorized("The access token is not valid.") from exc
         if claims.get("typ") != "access":
             raise Unauthorized("Not an access token.")
+        if issuer == SERVICE_ISSUER and claims.get("role") != Role.service.value:
+            raise Unauthorized("A service token carries the role `service` only.")
         try:
             return Principal(
                 subject=str(claims["sub"]),

@@ -36,6 +36,13 @@ class BaseAppSettings(BaseSettings):
     jwt_public_key_file: Path | None = Path(".data/keys/jwt_public.pem")
     jwt_issuer: str = "lianxin-gateway"
     jwt_audience: str = "lianxin"
+    # Service credentials: services call each other with tokens they sign themselves
+    # (issuer `lianxin-services`, role `service`); the public key verifies them, the private
+    # key (only in services that call others) signs them.
+    service_public_key: str | None = None
+    service_public_key_file: Path | None = Path(".data/keys/service_public.pem")
+    service_private_key: str | None = None
+    service_private_key_file: Path | None = Path(".data/keys/service_private.pem")
     # Field encryption: "<key id>:<base64 32-byte key>" entries, comma separated; the first
     # encrypts, all decrypt (rotation: put the new key first, keep the old ones).
     data_keys: str = f"dev1:{DEV_DATA_KEY}"
@@ -71,3 +78,18 @@ class BaseAppSettings(BaseSettings):
         raise RuntimeError(
             "no token verification key: set LIANXIN_JWT_PUBLIC_KEY or LIANXIN_JWT_PUBLIC_KEY_FILE"
         )
+
+    def service_public_key_pem(self) -> str | None:
+        """The key verifying service tokens, or None: then no service token is accepted."""
+        return _pem(self.service_public_key, self.service_public_key_file)
+
+    def service_private_key_pem(self) -> str | None:
+        return _pem(self.service_private_key, self.service_private_key_file)
+
+
+def _pem(value: str | None, file: Path | None) -> str | None:
+    if value:
+        return value
+    if file and file.exists():
+        return file.read_text()
+    return None

@@ -27,6 +27,9 @@ from gateway.openapi import ServiceDocs
 from gateway.proxy import PROXIED_METHODS, Proxy, make_client
 from gateway.ratelimit import make_limiter
 from gateway.settings import GatewaySettings
+from gateway.webhooks import state as webhooks
+from gateway.webhooks.routes import router as webhooks_router
+from gateway.webhooks.ssrf import Resolver
 
 # Uploads may be larger than ordinary JSON bodies.
 UPLOAD_PATHS = ("/api/v1/registry/members/import",)
@@ -39,9 +42,13 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     clock: Callable[[], datetime] | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
+    webhook_resolver: Resolver | None = None,
 ) -> FastAPI:
     """`transport` replaces the upstream network (tests route service hosts to in-process
-    apps), `sessionmaker` the gateway's own database, `clock` the time auth decisions use."""
+    apps), `sessionmaker` the gateway's own database, `clock` the time auth decisions and
+    webhook deliveries use; `webhook_transport` and `webhook_resolver` replace the network
+    and DNS that webhook deliveries see."""
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level)
 
@@ -70,9 +77,17 @@ def create_app(
                     burst=settings.rate_limit_burst,
                 )
             app.state.limiter = limiter
+            hooks = await webhooks.setup(
+                app,
+                settings,
+                transport=webhook_transport,
+                resolver=webhook_resolver,
+                clock=clock,
+            )
             try:
                 yield
             finally:
+                await hooks.stop()
                 if limiter is not None:
                     await limiter.aclose()
                 if engine is not None:
@@ -120,6 +135,7 @@ def create_app(
     app.include_router(openapi.router)
     install_auth(app, settings, clock=clock)  # /api/v1/auth
     app.include_router(audit_router)  # /api/v1/audit, /api/v1/auth/me/access-log
+    app.include_router(webhooks_router)  # /api/v1/webhooks
 
     # The catch-all goes last: the gateway's own `/api/v1/...` routes match first.
     @app.api_route(

@@ -1,7 +1,10 @@
 """The gateway's tables (schema `gateway`): people who log in, their refresh tokens, the API
 keys of work-unit orgs and integrators, the gateway's own audit trail and idempotency keys.
 No secret is stored: passwords as argon2id hashes, refresh tokens and API keys as keyed
-hashes (HMAC-SHA256 with the lookup key)."""
+hashes (HMAC-SHA256 with the lookup key). Webhooks keep their signing secret encrypted
+(`common.crypto.KeyRing`), since it must be read back to sign; their deliveries and every
+attempt's outcome; and a projection of the registry's org tree (id → path, from `org.*`
+events) that scopes which events a webhook receives."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
     func,
     text,
 )
@@ -29,6 +33,8 @@ from sqlmodel import Field, SQLModel
 
 from common.audit import audit_table
 from common.db import metadata
+from common.events.consumer import cursor_table
+from common.events.projection import projected_orgs_table
 from common.idempotency import idempotency_table
 
 SCHEMA = "gateway"
@@ -174,5 +180,115 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = _when()
 
 
+class DeliveryStatus(StrEnum):
+    pending = "pending"  # not tried yet (or replayed)
+    failed = "failed"  # the last attempt failed; another one is scheduled
+    delivered = "delivered"  # a 2xx answer
+    dead = "dead"  # every attempt failed; only a replay tries again
+
+
+class Webhook(SQLModel, table=True):
+    """An endpoint that receives the events of an org's subtree (every event when `org_id`
+    is null: admins only), signed per Standard Webhooks with its own secret."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (
+        CheckConstraint("cardinality(events) > 0", name="events"),
+        Index("ix_webhooks_org_id_id", "org_id", "id"),
+        {"schema": SCHEMA},
+    )
+
+    id: uuid.UUID = _uuid_pk()
+    org_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(PGUUID(as_uuid=True), nullable=True)
+    )
+    url: str = Field(sa_column=Column(String(2048), nullable=False))
+    # Event types, `*` for all, `member.*` for a family.
+    events: list[str] = Field(sa_column=Column(ARRAY(String(64)), nullable=False))
+    # `whsec_<base64>`, AES-GCM sealed with the data key ring (purpose "webhook_secret").
+    secret_encrypted: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_by: str = Field(sa_column=Column(String(200), nullable=False))
+    active: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default="true")
+    )
+    # Loopback/private/link-local targets allowed (set by an admin only).
+    allow_private: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+    )
+    created_at: datetime | None = _created()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook: delivered at most once successfully (unique pair)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id"),
+        CheckConstraint(_check_in("status", DeliveryStatus), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        # The deliverer's queue: due deliveries still to try.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('pending', 'failed')"),
+        ),
+        Index("ix_webhook_deliveries_webhook_id_created_at", "webhook_id", "created_at", "id"),
+        {"schema": SCHEMA},
+    )
+
+    id: uuid.UUID = _uuid_pk()
+    webhook_id: uuid.UUID = Field(
+        sa_column=Column(
+            PGUUID(as_uuid=True),
+            ForeignKey(f"{SCHEMA}.webhooks.id", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    event_id: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+    source: str = Field(sa_column=Column(String(64), nullable=False))  # producer schema
+    event_type: str = Field(sa_column=Column(String(64), nullable=False))
+    status: str = Field(
+        default=DeliveryStatus.pending.value,
+        sa_column=Column(String(16), nullable=False, server_default="pending"),
+    )
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    last_status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    # What went wrong, in our words (never the receiver's body).
+    last_error: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
+    delivered_at: datetime | None = _when()
+    created_at: datetime | None = _created()
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """Each try of a delivery and its outcome."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        Index("ix_webhook_attempts_delivery_id_attempt", "delivery_id", "attempt"),
+        {"schema": SCHEMA},
+    )
+
+    id: uuid.UUID = _uuid_pk()
+    delivery_id: uuid.UUID = Field(
+        sa_column=Column(
+            PGUUID(as_uuid=True),
+            ForeignKey(f"{SCHEMA}.webhook_deliveries.id", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    attempted_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
+    duration_ms: int = Field(sa_column=Column(Integer, nullable=False))
+
+
 idempotency_keys = idempotency_table(metadata, SCHEMA)
+# The registry's org tree as the gateway knows it (from `org.*` events): webhook scopes.
+orgs = projected_orgs_table(metadata, SCHEMA)
+consumer_cursors = cursor_table(metadata, SCHEMA)
 audit_log = audit_table(metadata, SCHEMA)

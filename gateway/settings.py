@@ -60,6 +60,16 @@ class GatewaySettings(BaseAppSettings):
     # --- audit (gateway/audit) ---
     # How long the merged audit log waits for each service's trail.
     audit_source_timeout_s: float = 5.0
+    # --- webhooks (gateway/webhooks) ---
+    # Waits before each retry of a failed delivery; dead after the last one fails too.
+    webhook_retry_delays_s: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0, 6 * 3600.0]
+    )
+    webhook_timeout_s: float = 5.0  # per attempt (connect, send, answer)
+    webhook_batch_size: int = 20  # deliveries attempted at once
+    webhook_poll_interval_s: float = 1.0  # how often the deliverer looks for due work
+    # Events a replay may re-send at once (a wider window is refused).
+    webhook_replay_max_events: int = 10_000
 
     @model_validator(mode="after")
     def _refuse_dev_admin_password_in_production(self) -> Self:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.db import create_engine, make_sessionmaker
-from tests.helpers import PUBLIC_PEM
+from tests.helpers import PUBLIC_PEM, SERVICE_PRIVATE_PEM, SERVICE_PUBLIC_PEM
 from tests.pgutil import drop_database, fresh_database
 from tools import migrate, pg
 
@@ -70,10 +70,50 @@ COMMITTED_TABLES = {
         "outbox",
         "consumer_cursors",
     ],
-    "mobility": ["members", "orgs", "consumer_cursors", "outbox", "idempotency_keys"],
-    "activities": ["members", "orgs", "consumer_cursors", "outbox", "idempotency_keys"],
+    "mobility": [
+        "feedback",
+        "links",
+        "contacts",
+        "mobile_cards",
+        "transfers",
+        "last_org_life",
+        "members",
+        "orgs",
+        "consumer_cursors",
+        "outbox",
+        "idempotency_keys",
+    ],
+    "activities": [
+        "members",
+        "orgs",
+        "consumer_cursors",
+        "outbox",
+        "idempotency_keys",
+        "signups",
+        "attendance",
+        "training_attendance",
+        "training_sessions",
+        "pledge_items",
+        "role_assignments",
+        "program_adoptions",
+        "talks",
+        "service_hours",
+        "help_requests",
+        "activities",
+        # (fund_allocations stay: the append-only fund_expenses refer to them)
+    ],
     # (audit_log tables refuse TRUNCATE: they are append-only)
-    "gateway": ["refresh_tokens", "api_keys", "users", "idempotency_keys"],
+    "gateway": [
+        "refresh_tokens",
+        "api_keys",
+        "users",
+        "idempotency_keys",
+        "webhook_attempts",
+        "webhook_deliveries",
+        "webhooks",
+        "orgs",
+        "consumer_cursors",
+    ],
 }
 
 
@@ -94,5 +134,7 @@ def settings_env(database_url: str) -> dict[str, object]:
     return {
         "database_url": database_url,
         "jwt_public_key": PUBLIC_PEM,
+        "service_public_key": SERVICE_PUBLIC_PEM,
+        "service_private_key": SERVICE_PRIVATE_PEM,
         "environment": "test",
     }

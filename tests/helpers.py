@@ -25,6 +25,17 @@ PUBLIC_PEM = (
     .decode()
 )
 
+# The services' own pair (service-to-service calls, issuer `lianxin-services`).
+_SERVICE_PRIVATE = Ed25519PrivateKey.generate()
+SERVICE_PRIVATE_PEM = _SERVICE_PRIVATE.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+SERVICE_PUBLIC_PEM = (
+    _SERVICE_PRIVATE.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+
 
 def mint(
     role: str,

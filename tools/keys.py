@@ -1,4 +1,5 @@
-"""Development key material under .data/keys: the gateway's token-signing pair."""
+"""Development key material under .data/keys: the gateway's token-signing pair and the
+services' own pair (service-to-service calls)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
-def ensure_signing_keys(directory: Path) -> tuple[Path, Path]:
+def ensure_signing_keys(directory: Path, *, name: str = "jwt") -> tuple[Path, Path]:
+    """`<name>_private.pem` and `<name>_public.pem` (Ed25519), made once."""
     directory.mkdir(parents=True, exist_ok=True)
-    private, public = directory / "jwt_private.pem", directory / "jwt_public.pem"
+    private, public = directory / f"{name}_private.pem", directory / f"{name}_public.pem"
     if not private.exists() or not public.exists():
         key = Ed25519PrivateKey.generate()
         private.write_bytes(

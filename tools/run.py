@@ -40,6 +40,7 @@ def main() -> int:
     else:
         url = os.environ["DATABASE_URL"]
     private, public = ensure_signing_keys(DATA / "keys")
+    service_private, service_public = ensure_signing_keys(DATA / "keys", name="service")
     migrate.upgrade_all(url)
     print("Migrations applied: " + ", ".join(migrate.histories()), flush=True)
     if args.migrate_only:
@@ -54,6 +55,8 @@ def main() -> int:
             "DATABASE_URL": url,
             "LIANXIN_JWT_PUBLIC_KEY_FILE": str(public),
             "LIANXIN_JWT_PRIVATE_KEY_FILE": str(private),
+            "LIANXIN_SERVICE_PUBLIC_KEY_FILE": str(service_public),
+            "LIANXIN_SERVICE_PRIVATE_KEY_FILE": str(service_private),
             "PYTHONUNBUFFERED": "1",
         }
     )

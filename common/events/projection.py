@@ -14,16 +14,19 @@ Applying is idempotent and tolerant of order between aggregates:
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Index,
     MetaData,
     String,
     Table,
+    Text,
     case,
     func,
     literal,
@@ -31,8 +34,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import LTree
@@ -64,12 +67,18 @@ def projected_orgs_table(metadata: MetaData, schema: str) -> Table:
     )
 
 
-def projected_members_table(metadata: MetaData, schema: str) -> Table:
+def projected_members_table(
+    metadata: MetaData, schema: str, *, with_birth_date: bool = False
+) -> Table:
+    """`with_birth_date` adds the (not sensitive) birth date, for readers that need it
+    (mobility tells one person held as two records by name and birth date)."""
+    extra = [Column("birth_date", Date, nullable=True)] if with_birth_date else []
     return Table(
         "members",
         metadata,
         Column("member_id", PGUUID(as_uuid=True), primary_key=True),
         Column("name", String(100), nullable=False),
+        *extra,
         Column("status", String(32), nullable=False),
         Column("category", String(32), nullable=False),
         Column("relation", String(16), nullable=False),
@@ -79,6 +88,10 @@ def projected_members_table(metadata: MetaData, schema: str) -> Table:
         Column("residence_path", LTree(), nullable=True),
         # Set when the record was found to duplicate another: it resolves to that one.
         Column("merged_into", PGUUID(as_uuid=True), nullable=True),
+        # The building party group (楼道党小组) and the card's skills (特长): help-request
+        # matching in activities.
+        Column("group_id", PGUUID(as_uuid=True), nullable=True),
+        Column("skills", ARRAY(Text), nullable=False, server_default="{}"),
         Column("version", BigInteger, nullable=False),
         # When this row was last projected (clock time of the apply).
         Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -198,9 +211,14 @@ class RegistryProjection:
             "residence_org_id": residence_org_id,
             "residence_path": self._projected_path(residence_org_id, data.get("residence_path")),
             "merged_into": data.get("merged_into"),
+            "group_id": data.get("group_id"),
+            "skills": list(data.get("skills") or []),
             "version": event.aggregate_version,
             "updated_at": func.clock_timestamp(),
         }
+        if "birth_date" in members.c:
+            born = data.get("birth_date")
+            values["birth_date"] = date.fromisoformat(str(born)) if born else None
         stmt = insert(members).values(member_id=event.aggregate_id, **values)
         await session.execute(
             stmt.on_conflict_do_update(

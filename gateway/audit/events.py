@@ -24,6 +24,9 @@ class Action(StrEnum):
     user_create = "user.create"
     api_key_create = "api_key.create"
     api_key_revoke = "api_key.revoke"
+    webhook_create = "webhook.create"
+    webhook_delete = "webhook.delete"
+    webhook_replay = "webhook.replay"
 
 
 async def record_event(

@@ -12,8 +12,9 @@ from gateway.auth.errors import ApiKeyScopeDenied
 from gateway.auth.service.api_keys import exchange_api_key
 from gateway.auth.state import AuthState
 
-# Service paths that are internal: the gateway reads them itself, clients never do.
-INTERNAL_SEGMENTS = frozenset({"audit-log"})
+# Service paths that are internal: the gateway reads them itself (raw audit logs) or only
+# services call them (the registry's bulk person resolution); clients never do.
+INTERNAL_SEGMENTS = frozenset({"audit-log", "persons"})
 # The only paths an API key may write to: the work-unit sync API.
 SYNC_PREFIX = "/api/v1/mobility/sync/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

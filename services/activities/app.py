@@ -1,5 +1,6 @@
-"""The activities service. Business routes come with their issues; what is here is the frame,
-the audit trail and the read model of the registry kept by its consumers."""
+"""The activities service: activities and attendance, talks, service hours, programs and
+pledges, points, help requests, funds, training and the statistics for reports; plus the
+audit trail and the read model of the registry kept by its consumers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.app import create_service_app
 from common.audit import audit_router
 from services.activities import consumers
+from services.activities.dependencies import NotesCipher
 from services.activities.models import audit_log
+from services.activities.routes import ROUTERS
 from services.activities.settings import ActivitiesSettings
 
 PREFIX = "/api/v1/activities"
@@ -21,17 +24,19 @@ def create_app(
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
 ) -> FastAPI:
     settings = settings or ActivitiesSettings()
-    return create_service_app(
+    app = create_service_app(
         title="Lianxin activities",
         description="Organizational life, talks, service hours, programs, points, help "
         "requests and funds.",
         settings=settings,
-        routers=[audit_router(audit_log, service="activities")],
+        routers=[*ROUTERS, audit_router(audit_log, service="activities")],
         prefix=PREFIX,
         sessionmaker=sessionmaker,
         on_startup=consumers.on_startup,
         on_shutdown=consumers.on_shutdown,
     )
+    app.state.notes_cipher = NotesCipher.from_settings(settings)
+    return app
 
 
 def __getattr__(name: str) -> FastAPI:

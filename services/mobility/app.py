@@ -1,5 +1,6 @@
-"""The mobility service. Business routes come with their issues; what is here is the frame,
-the audit trail and the read model of the registry kept by its consumers."""
+"""The mobility service: mobile members' tracking cards, dual management, the work-unit
+sync, alerts and flow statistics; the read models of the registry and of activities kept
+by its consumers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.app import create_service_app
 from common.audit import audit_router
 from services.mobility import consumers
+from services.mobility.dependencies import FieldCrypto
 from services.mobility.models import audit_log
+from services.mobility.routes import alerts, cards, links, sync
 from services.mobility.settings import MobilitySettings
 
 PREFIX = "/api/v1/mobility"
@@ -21,16 +24,27 @@ def create_app(
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
 ) -> FastAPI:
     settings = settings or MobilitySettings()
-    return create_service_app(
+    app = create_service_app(
         title="Lianxin mobility",
         description="Mobile members' tracking cards and dual management of in-service members.",
         settings=settings,
-        routers=[audit_router(audit_log, service="mobility")],
+        routers=[
+            cards.router,
+            links.router,
+            sync.router,
+            alerts.router,
+            audit_router(audit_log, service="mobility"),
+        ],
         prefix=PREFIX,
         sessionmaker=sessionmaker,
         on_startup=consumers.on_startup,
         on_shutdown=consumers.on_shutdown,
+        upload_paths=("/members",),
     )
+    app.state.crypto = FieldCrypto.from_settings(settings)
+    # Tests route the registry calls to an in-process app here; otherwise `registry_url`.
+    app.state.registry_transport = None
+    return app
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -4,6 +4,10 @@ off). Without `NATS_URL` they read the producers' outbox tables, woken by LISTEN
 with polling as the fallback; with it they read JetStream, and this process also relays
 its own outbox (`mobility.outbox`) there.
 
+- `mobility.registry`: the read model of orgs and members (`projections.py`);
+- `mobility.transfers`: the registry's transfer letters (pocket members);
+- `mobility.org_life`: the activities' attendance at organizational life (`no_org_life`).
+
 Adding a consumer:
 1. write an apply function `async def apply(session, event) -> None` that changes only this
    service's tables, ignores event types it does not need, and is idempotent: keep the
@@ -19,16 +23,114 @@ README."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import date, datetime
+
+from fastapi import FastAPI
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from common.events.consumer import Consumer
+from common.events.outbox import Event
 from common.events.runtime import lifespan_hooks
-from services.mobility.models import SCHEMA, consumer_cursors
+from services.mobility.models import SCHEMA, consumer_cursors, transfers
 from services.mobility.projections import registry_consumer
+from services.mobility.service.alerts import ORG_LIFE_TYPES
+from services.mobility.service.cards import publish_lost_contacts, record_org_life
+from services.mobility.settings import MobilitySettings
+
+log = logging.getLogger("lianxin.mobility")
+
+TRANSFER_EVENTS = frozenset(
+    {"transfer.issued", "transfer.completed", "transfer.rejected", "transfer.expired"}
+)
+
+
+async def apply_transfer(session: AsyncSession, event: Event) -> None:
+    if event.type not in TRANSFER_EVENTS:
+        return
+    data = event.payload
+    valid_until = data.get("valid_until")
+    values = {
+        "member_id": uuid.UUID(str(data["member_id"])),
+        "from_org_id": data.get("from_org_id"),
+        "status": str(data["status"]),
+        "valid_until": date.fromisoformat(str(valid_until)) if valid_until else None,
+        "version": event.aggregate_version,
+    }
+    stmt = insert(transfers).values(transfer_id=event.aggregate_id, **values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[transfers.c.transfer_id],
+            set_=values,
+            where=transfers.c.version < stmt.excluded.version,
+        )
+    )
+
+
+async def apply_attendance(session: AsyncSession, event: Event) -> None:
+    """`attendance.recorded` with `status: present` at organizational life."""
+    data = event.payload
+    if event.type != "attendance.recorded" or data.get("status") != "present":
+        return
+    if data.get("activity_type") not in ORG_LIFE_TYPES or not data.get("member_id"):
+        return
+    starts_at = datetime.fromisoformat(str(data["starts_at"]))
+    await record_org_life(session, member_id=uuid.UUID(str(data["member_id"])), on=starts_at)
 
 
 def consumers() -> list[Consumer]:
-    return [registry_consumer()]
+    return [
+        registry_consumer(),
+        Consumer(
+            name="mobility.transfers",
+            sources=("registry",),
+            cursors=consumer_cursors,
+            apply=apply_transfer,
+        ),
+        Consumer(
+            name="mobility.org_life",
+            sources=("activities",),
+            cursors=consumer_cursors,
+            apply=apply_attendance,
+        ),
+    ]
 
 
-on_startup, on_shutdown = lifespan_hooks(
+_start_consumers, _stop_consumers = lifespan_hooks(
     consumers=consumers, schema=SCHEMA, cursors=consumer_cursors
 )
+
+
+async def _announce_lost_contacts(app: FastAPI) -> None:
+    """Publish `mobile.lost_contact` for cards that fell silent, every so often (reads
+    never wait for it: they compute the status themselves)."""
+    settings: MobilitySettings = app.state.settings
+    while True:
+        try:
+            async with app.state.sessionmaker() as session, session.begin():
+                await publish_lost_contacts(session, days=settings.lost_contact_days)
+        except Exception:
+            log.exception("announcing lost contacts failed; retrying later")
+        await asyncio.sleep(settings.lost_contact_sweep_s)
+
+
+async def on_startup(app: FastAPI) -> None:
+    await _start_consumers(app)
+    app.state.lost_contact_task = None
+    if app.state.settings.consumers_enabled:
+        app.state.lost_contact_task = asyncio.create_task(
+            _announce_lost_contacts(app), name="mobility.lost_contacts"
+        )
+
+
+async def on_shutdown(app: FastAPI) -> None:
+    task: asyncio.Task[None] | None = getattr(app.state, "lost_contact_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await _stop_consumers(app)

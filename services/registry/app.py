@@ -8,9 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.app import create_service_app
 from common.audit import audit_router
 from common.events.runtime import lifespan_hooks
+from services.registry import consumers
 from services.registry.dependencies import FieldCrypto
 from services.registry.models import SCHEMA, audit_log, consumer_cursors
-from services.registry.routes import imports, members, orgs, transfers
+from services.registry.routes import imports, members, orgs, persons, transfers
 from services.registry.settings import RegistrySettings
 
 PREFIX = "/api/v1/registry"
@@ -22,9 +23,9 @@ def create_app(
     sessionmaker: async_sessionmaker[AsyncSession] | None = None,
 ) -> FastAPI:
     settings = settings or RegistrySettings()
-    # The registry consumes nothing; with NATS_URL set it relays its outbox to JetStream.
+    # Members' status follows mobility's cards; with NATS_URL set it relays its outbox too.
     on_startup, on_shutdown = lifespan_hooks(
-        consumers=list, schema=SCHEMA, cursors=consumer_cursors
+        consumers=consumers.consumers, schema=SCHEMA, cursors=consumer_cursors
     )
     app = create_service_app(
         title="Lianxin registry",
@@ -37,11 +38,12 @@ def create_app(
             imports.router,
             members.router,
             transfers.router,
+            persons.router,
             audit_router(audit_log, service="registry"),
         ],
         prefix=PREFIX,
         sessionmaker=sessionmaker,
-        upload_paths=("/members/import",),
+        upload_paths=("/members/import", "/persons/resolve"),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )

@@ -118,6 +118,7 @@ def member_data(
     data: dict[str, Any] = {
         "member_id": member.id,
         "name": member.name,
+        "birth_date": member.birth_date,
         "status": member.status,
         "category": member.category,
         "relation": member.relation,
@@ -127,6 +128,7 @@ def member_data(
         "residence_org_id": member.residence_org_id,
         "residence_path": residence_path,
         "group_id": member.group_id,
+        "skills": list(member.skills or []),
         "merged_into": member.merged_into,
         "version": member.version,
     }

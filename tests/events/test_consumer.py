@@ -302,7 +302,11 @@ class TestRunner:
         app = create_mobility_app(settings, sessionmaker=committed_db)
         async with app.router.lifespan_context(app):
             tasks = list(app.state.events.tasks)
-            assert [t.get_name() for t in tasks] == ["consumer:mobility.registry"]
+            assert [t.get_name() for t in tasks] == [
+                "consumer:mobility.registry",
+                "consumer:mobility.transfers",
+                "consumer:mobility.org_life",
+            ]
             org = await make_org(admin, kind="committee", area_level="city")
 
             async def projected() -> bool:

@@ -20,6 +20,7 @@ TRANSFERS = "/api/v1/registry/transfers"
 MEMBER_FIELDS = {
     "member_id",
     "name",
+    "birth_date",
     "status",
     "category",
     "relation",
@@ -29,6 +30,7 @@ MEMBER_FIELDS = {
     "residence_org_id",
     "residence_path",
     "group_id",
+    "skills",
     "merged_into",
     "version",
 }

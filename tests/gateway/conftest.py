@@ -104,6 +104,10 @@ def service_apps(
         module = importlib.import_module(f"services.{service}.app")
         settings = _settings_class(service)(**settings_env)  # type: ignore[arg-type]
         apps[service] = module.create_app(settings, sessionmaker=db)
+    if "mobility" in apps and "registry" in apps:
+        # Mobility calls the registry straight, not through the serialised router: the
+        # outer request holds its lock while mobility waits for the registry.
+        apps["mobility"].state.registry_transport = httpx.ASGITransport(app=apps["registry"])
     return apps
 
 
@@ -141,6 +145,8 @@ def gateway_settings(database_url: str) -> GatewaySettings:
         # Every in-process client shares one address; rate-limit tests turn it back on.
         rate_limit_enabled=False,
         upstream_retries=0,
+        # Background work (the webhook fan-out and deliverer) stays off: tests drive it.
+        consumers_enabled=False,
     )
 
 

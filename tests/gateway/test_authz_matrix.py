@@ -21,10 +21,17 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.activities.app import create_app as create_activities
+from services.activities.settings import ActivitiesSettings
+from services.mobility.app import create_app as create_mobility
+from services.mobility.settings import MobilitySettings
 from services.registry.app import create_app as create_registry
 from services.registry.settings import RegistrySettings
+from tests.activities.pump import project_registry
 from tests.helpers import PUBLIC_PEM, client, mint
+from tests.mobility.factories import EventPump
 from tests.registry.factories import Tree, make_member, make_org, next_id_number
 
 AsUser = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -48,6 +55,8 @@ def _operations(app: FastAPI) -> list[tuple[str, str, bool]]:
 
 SERVICES: dict[str, Callable[[], FastAPI]] = {
     "registry": lambda: create_registry(RegistrySettings(jwt_public_key=PUBLIC_PEM)),
+    "mobility": lambda: create_mobility(MobilitySettings(jwt_public_key=PUBLIC_PEM)),
+    "activities": lambda: create_activities(ActivitiesSettings(jwt_public_key=PUBLIC_PEM)),
 }
 OPERATIONS = [
     (service, *op) for service, factory in SERVICES.items() for op in _operations(factory())
@@ -141,7 +150,13 @@ class World:
 
 
 @pytest.fixture
-async def world(tree: Tree, admin_client: httpx.AsyncClient, as_user: AsUser, gw: Gw) -> World:
+async def world(
+    tree: Tree,
+    admin_client: httpx.AsyncClient,
+    as_user: AsUser,
+    gw: Gw,
+    db: async_sessionmaker[AsyncSession],
+) -> World:
     a, b = tree.community_a["id"], tree.community_b["id"]
     member_a = await make_member(admin_client, org_id=a, id_number=next_id_number())
     member_a2 = await make_member(admin_client, org_id=a)
@@ -150,6 +165,8 @@ async def world(tree: Tree, admin_client: httpx.AsyncClient, as_user: AsUser, gw
         "/api/v1/auth/api-keys", json={"name": "unit", "org_id": a, "scopes": ["read"]}
     )
     assert key.status_code == 201, key.text
+    await EventPump(db)()  # mobility's read model of the registry
+    await project_registry(db)  # activities' read model of the registry
     actors = {
         "admin": admin_client,
         "org_admin_a": await as_user("org_admin", org_id=a),
@@ -203,6 +220,29 @@ NEW_MEMBER_IN_A = {
 ANY = {"If-Match": "*"}
 
 R = "/api/v1/registry"
+M = "/api/v1/mobility"
+CARD_A = {
+    "member_id": "{member_a}",
+    "direction": "outflow",
+    "place": "上海",
+    "left_on": "2024-01-02",
+    "tracker": "王书记",
+}
+CARD_B = {**CARD_A, "member_id": "{member_b}"}
+EMPTY_SYNC = {"mode": "delta", "members": []}
+AC = "/api/v1/activities"
+ACTIVITY_A = {
+    "org_id": "{community_a}",
+    "type": "party_lecture",
+    "title": "党课",
+    "starts_at": "2026-07-01T19:00:00+08:00",
+    "ends_at": "2026-07-01T21:00:00+08:00",
+}
+ACTIVITY_B = {**ACTIVITY_A, "org_id": "{community_b}"}
+TALK_A = {"member_id": "{member_a}", "held_on": "2026-03-12", "talker": "李书记", "topic": "x"}
+TALK_B = {**TALK_A, "member_id": "{member_b}"}
+FUNDS_A = {"org_id": "{community_a}", "year": 2026, "rate_per_member": "50"}
+FUNDS_B = {**FUNDS_A, "org_id": "{community_b}"}
 CASES: dict[str, Case] = {
     # orgs: single records outside the subtree are 404, lists leave them out
     "org admin reads own community": Case("org_admin_a", "GET", f"{R}/orgs/{{community_a}}", 200),
@@ -307,7 +347,110 @@ CASES: dict[str, Case] = {
         "org_viewer_a", "GET", f"{R}/members/{{member_a}}/id-number", 403
     ),
     "key reads an ID number": Case("key_a", "GET", f"{R}/members/{{member_a}}/id-number", 403),
+    # mobility: cards and alerts by subtree, the sync only with the unit's own `sync` key
+    "org admin opens a card for own member": Case(
+        "org_admin_a", "POST", f"{M}/mobile-members", 201, body=CARD_A
+    ),
+    "org admin opens a card for a sibling's member": Case(
+        "org_admin_a", "POST", f"{M}/mobile-members", 422, body=CARD_B
+    ),
+    "viewer opens a card": Case("org_viewer_a", "POST", f"{M}/mobile-members", 403, body=CARD_A),
+    "member opens a card": Case("member_a", "POST", f"{M}/mobile-members", 403, body=CARD_A),
+    "key opens a card": Case("key_a", "POST", f"{M}/mobile-members", 403, body=CARD_A),
+    "org admin reads an unknown card": Case(
+        "org_admin_a", "GET", f"{M}/mobile-members/{{member_a}}", 404
+    ),
+    "viewer lists cards": Case("org_viewer_a", "GET", f"{M}/mobile-members", 200),
+    "auditor lists cards": Case("auditor", "GET", f"{M}/mobile-members", 403),
+    "key lists links": Case("key_a", "GET", f"{M}/links", 200),
+    "viewer reads alerts of own subtree": Case("org_viewer_a", "GET", f"{M}/alerts", 200),
+    "viewer reads alerts of a sibling": Case(
+        "org_viewer_a", "GET", f"{M}/alerts?org_id={{community_b}}", 404
+    ),
+    "member reads alerts": Case("member_a", "GET", f"{M}/alerts", 403),
+    "auditor reads statistics": Case("auditor", "GET", f"{M}/statistics", 403),
+    "viewer reads statistics": Case("org_viewer_a", "GET", f"{M}/statistics", 200),
+    "read key syncs": Case(
+        "key_a", "PUT", f"{M}/sync/{{community_a}}/members", 403, body=EMPTY_SYNC
+    ),
+    "org admin syncs": Case(
+        "org_admin_a", "PUT", f"{M}/sync/{{community_a}}/members", 403, body=EMPTY_SYNC
+    ),
+    "admin syncs": Case("admin", "PUT", f"{M}/sync/{{community_a}}/members", 403, body=EMPTY_SYNC),
+    "viewer reads a unit's changes": Case(
+        "org_viewer_a", "GET", f"{M}/sync/{{community_a}}/changes", 403
+    ),
+    # activities: writes by org admins in their subtree only, viewers and members read
+    "org admin schedules in own community": Case(
+        "org_admin_a", "POST", f"{AC}/activities", 201, body=ACTIVITY_A
+    ),
+    "org admin schedules in a sibling community": Case(
+        "org_admin_a", "POST", f"{AC}/activities", 404, body=ACTIVITY_B
+    ),
+    "viewer schedules an activity": Case(
+        "org_viewer_a", "POST", f"{AC}/activities", 403, body=ACTIVITY_A
+    ),
+    "member schedules an activity": Case(
+        "member_a", "POST", f"{AC}/activities", 403, body=ACTIVITY_A
+    ),
+    "key schedules an activity": Case("key_a", "POST", f"{AC}/activities", 403, body=ACTIVITY_A),
+    "auditor lists activities": Case("auditor", "GET", f"{AC}/activities", 403),
+    "viewer lists a sibling's activities": Case(
+        "org_viewer_a", "GET", f"{AC}/activities?org_id={{community_b}}", 200, only=()
+    ),
+    "org admin records a talk for own member": Case(
+        "org_admin_a", "POST", f"{AC}/talks", 201, body=TALK_A
+    ),
+    "org admin records a talk for a sibling's member": Case(
+        "org_admin_a", "POST", f"{AC}/talks", 404, body=TALK_B
+    ),
+    "viewer records a talk": Case("org_viewer_a", "POST", f"{AC}/talks", 403, body=TALK_A),
+    "member records a talk": Case("member_a", "POST", f"{AC}/talks", 403, body=TALK_A),
+    "member lists talks": Case("member_a", "GET", f"{AC}/talks", 200, only=()),
+    "member reads own points": Case("member_a", "GET", f"{AC}/members/{{member_a}}/points", 200),
+    "member reads another's points": Case(
+        "member_a", "GET", f"{AC}/members/{{member_a2}}/points", 404
+    ),
+    "org admin reads a sibling's member's pledge": Case(
+        "org_admin_a", "GET", f"{AC}/members/{{member_b}}/pledges/2026", 404
+    ),
+    "member logs own hours": Case(
+        "member_a", "POST", f"{AC}/service-hours", 201, body={"on": "2026-05-04", "hours": "1"}
+    ),
+    "viewer logs hours": Case(
+        "org_viewer_a",
+        "POST",
+        f"{AC}/service-hours",
+        403,
+        body={"member_id": "{member_a}", "on": "2026-05-04", "hours": "1"},
+    ),
+    "org admin allocates own funds": Case(
+        "org_admin_a", "POST", f"{AC}/funds/allocations", 201, body=FUNDS_A
+    ),
+    "org admin allocates a sibling's funds": Case(
+        "org_admin_a", "POST", f"{AC}/funds/allocations", 404, body=FUNDS_B
+    ),
+    "viewer allocates funds": Case(
+        "org_viewer_a", "POST", f"{AC}/funds/allocations", 403, body=FUNDS_A
+    ),
+    "viewer reads a sibling's fund summary": Case(
+        "org_viewer_a", "GET", f"{AC}/funds/summary?org_id={{community_b}}&year=2026", 404
+    ),
+    "key reads own statistics": Case(
+        "key_a", "GET", f"{AC}/stats?org_id={{community_a}}&year=2026", 200
+    ),
+    "member reads statistics": Case(
+        "member_a", "GET", f"{AC}/stats?org_id={{community_a}}&year=2026", 403
+    ),
+    "viewer reads a sibling's training coverage": Case(
+        "org_viewer_a", "GET", f"{AC}/training/coverage?org_id={{community_b}}", 404
+    ),
+    "admin reads activities' raw audit log": Case("admin", "GET", f"{AC}/audit-log", 404),
     # internal paths are not public, whoever asks
+    "admin resolves persons": Case(
+        "admin", "POST", f"{R}/persons/resolve", 404, body={"persons": []}
+    ),
+    "admin reads mobility's raw audit log": Case("admin", "GET", f"{M}/audit-log", 404),
     "admin reads a service's raw audit log": Case("admin", "GET", f"{R}/audit-log", 404),
     "auditor reads a service's raw audit log": Case("auditor", "GET", f"{R}/audit-log", 404),
 }

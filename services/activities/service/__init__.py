@@ -1,0 +1,1 @@
+"""The activities service's business rules and SQL, one module per resource."""

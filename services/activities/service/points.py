@@ -1,0 +1,299 @@
+"""Points (积分): rules per activity type and per verified service hour (system defaults from
+the migration, overridden per org and inherited down its subtree), an append-only ledger per
+member whose balance is the sum of its entries, redemption for material rewards, and the
+leaderboard per org and year."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common import audit
+from common.auth import Principal
+from common.events.outbox import emit
+from services.activities.errors import InsufficientPoints
+from services.activities.models import (
+    ActivityType,
+    PointsSource,
+    audit_log,
+    members,
+    orgs,
+    outbox,
+    points_ledger,
+    points_rules,
+)
+from services.activities.schemas import PointsRuleSet
+from services.activities.service.scope import (
+    member_row,
+    readable_org_path,
+    subtree_ids,
+    writable_org_path,
+)
+
+
+async def _lock_member(session: AsyncSession, member_id: uuid.UUID) -> None:
+    """Serialises ledger writes of one member (the balance check of a redemption)."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('activities.points'), hashtext(:m))"),
+        {"m": str(member_id)},
+    )
+
+
+async def rule_points(
+    session: AsyncSession, *, org_id: uuid.UUID | None, source: PointsSource, activity_type: Any
+) -> int:
+    """The rule in force for an org: its own, else its nearest ancestor's, else the system
+    default."""
+    return int((await _effective(session, org_id, source, activity_type))["points"])
+
+
+async def balance(session: AsyncSession, member_id: uuid.UUID) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(points_ledger.c.points), 0)).where(
+            points_ledger.c.member_id == member_id
+        )
+    )
+    return int(total or 0)
+
+
+async def settle(
+    session: AsyncSession,
+    *,
+    member_id: uuid.UUID,
+    org_id: uuid.UUID | None,
+    year: int,
+    reason: str,
+    source_id: uuid.UUID,
+    target: int,
+    actor: str,
+) -> int:
+    """Make the member's points from one source (an attendance, an hours entry) add up to
+    `target` by appending the difference; returns it (0: nothing appended). Idempotent."""
+    await _lock_member(session, member_id)
+    current = await session.scalar(
+        select(func.coalesce(func.sum(points_ledger.c.points), 0)).where(
+            points_ledger.c.member_id == member_id,
+            points_ledger.c.source_id == source_id,
+            points_ledger.c.reason == reason,
+        )
+    )
+    delta = target - int(current or 0)
+    if delta == 0:
+        return 0
+    entry_id = await session.scalar(
+        insert(points_ledger)
+        .values(
+            member_id=member_id,
+            org_id=org_id,
+            year=year,
+            points=delta,
+            reason=reason,
+            source_id=source_id,
+            created_by=actor,
+        )
+        .returning(points_ledger.c.id)
+    )
+    await emit(
+        session,
+        outbox,
+        type="points.awarded",
+        aggregate_type="member_points",
+        aggregate_id=member_id,
+        # The ledger entry's id: increasing per member, so consumers keep the newest.
+        aggregate_version=int(entry_id or 0),
+        payload={
+            "member_id": member_id,
+            "org_id": org_id,
+            "points": delta,
+            "reason": reason,
+            "source_id": source_id,
+            "year": year,
+        },
+    )
+    return delta
+
+
+def hour_points(hours: Decimal, per_hour: int) -> int:
+    return int((hours * per_hour).to_integral_value(rounding=ROUND_FLOOR))
+
+
+async def list_rules(
+    session: AsyncSession, *, principal: Principal, org_id: uuid.UUID | None
+) -> list[dict[str, Any]]:
+    """The rules in force for `org_id` (or the system defaults), one per activity type and
+    one per service hour."""
+    if org_id is not None:
+        await readable_org_path(session, principal, org_id)
+    out = []
+    for activity_type in ActivityType:
+        out.append(await _effective(session, org_id, PointsSource.activity, activity_type))
+    out.append(await _effective(session, org_id, PointsSource.service_hour, None))
+    return out
+
+
+async def _effective(
+    session: AsyncSession, org_id: uuid.UUID | None, source: PointsSource, activity_type: Any
+) -> dict[str, Any]:
+    org_path = select(orgs.c.path).where(orgs.c.org_id == org_id).scalar_subquery()
+    row = (
+        await session.execute(
+            select(points_rules.c.points, points_rules.c.org_id)
+            .select_from(points_rules.outerjoin(orgs, orgs.c.org_id == points_rules.c.org_id))
+            .where(
+                points_rules.c.source == source.value,
+                points_rules.c.activity_type.is_(None)
+                if activity_type is None
+                else points_rules.c.activity_type == str(activity_type),
+                or_(
+                    points_rules.c.org_id.is_(None),
+                    and_(literal(org_id is not None), orgs.c.path.op("@>")(org_path)),
+                ),
+            )
+            .order_by(func.nlevel(orgs.c.path).desc().nulls_last())
+            .limit(1)
+        )
+    ).first()
+    return {
+        "source": source,
+        "activity_type": activity_type,
+        "points": int(row.points) if row else 0,
+        "org_id": row.org_id if row else None,
+    }
+
+
+async def set_rule(
+    session: AsyncSession, *, principal: Principal, data: PointsRuleSet
+) -> dict[str, Any]:
+    await writable_org_path(session, principal, data.org_id)
+    activity_type = data.activity_type.value if data.activity_type else None
+    stmt = insert(points_rules).values(
+        id=uuid.uuid4(),
+        org_id=data.org_id,
+        source=data.source.value,
+        activity_type=activity_type,
+        points=data.points,
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            constraint="uq_points_rules_org_id", set_={"points": stmt.excluded.points}
+        )
+    )
+    await audit.record(
+        session, audit_log, principal, action="set", resource="points_rule", record_id=data.org_id
+    )
+    return {
+        "source": data.source,
+        "activity_type": data.activity_type,
+        "points": data.points,
+        "org_id": data.org_id,
+    }
+
+
+async def member_points(
+    session: AsyncSession, *, principal: Principal, member_id: uuid.UUID, year: int | None
+) -> dict[str, Any]:
+    await member_row(session, principal, member_id)
+    query = select(points_ledger).where(points_ledger.c.member_id == member_id)
+    if year is not None:
+        query = query.where(points_ledger.c.year == year)
+    entries = (
+        (await session.execute(query.order_by(points_ledger.c.id.desc()).limit(500)))
+        .mappings()
+        .all()
+    )
+    earned = None
+    if year is not None:
+        earned = int(
+            await session.scalar(
+                select(func.coalesce(func.sum(points_ledger.c.points), 0)).where(
+                    points_ledger.c.member_id == member_id,
+                    points_ledger.c.year == year,
+                    points_ledger.c.points > 0,
+                )
+            )
+            or 0
+        )
+    return {
+        "member_id": member_id,
+        "balance": await balance(session, member_id),
+        "year": year,
+        "earned_in_year": earned,
+        "entries": entries,
+    }
+
+
+async def redeem(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    member_id: uuid.UUID,
+    reward: str,
+    points: int,
+    year: int,
+) -> Any:
+    """Spend points on a material reward; refused (409) beyond the balance."""
+    member = await member_row(session, principal, member_id, write=True)
+    await _lock_member(session, member_id)
+    available = await balance(session, member_id)
+    if points > available:
+        raise InsufficientPoints(f"The member has {available} points; {points} asked.")
+    row = (
+        (
+            await session.execute(
+                insert(points_ledger)
+                .values(
+                    member_id=member_id,
+                    org_id=member["org_id"],
+                    year=year,
+                    points=-points,
+                    reason="redemption",
+                    note=reward,
+                    created_by=principal.username or principal.subject,
+                )
+                .returning(points_ledger)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    await audit.record(
+        session,
+        audit_log,
+        principal,
+        action="redeem",
+        resource="points",
+        subject_member_id=member_id,
+    )
+    return row
+
+
+async def leaderboard(
+    session: AsyncSession, *, principal: Principal, org_id: uuid.UUID, year: int, limit: int
+) -> list[dict[str, Any]]:
+    """Members of the org's subtree by points earned in the year (redemptions do not lower
+    a rank), ties by name then id."""
+    await readable_org_path(session, principal, org_id)
+    earned = func.sum(points_ledger.c.points).label("points")
+    rows = (
+        await session.execute(
+            select(members.c.member_id, members.c.name, earned)
+            .join(points_ledger, points_ledger.c.member_id == members.c.member_id)
+            .where(
+                members.c.org_id.in_(subtree_ids(org_id)),
+                points_ledger.c.year == year,
+                points_ledger.c.points > 0,
+            )
+            .group_by(members.c.member_id, members.c.name)
+            .order_by(earned.desc(), members.c.name, members.c.member_id)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        {"rank": i, "member_id": r.member_id, "name": r.name, "points": int(r.points)}
+        for i, r in enumerate(rows, start=1)
+    ]

@@ -1,0 +1,28 @@
+"""Internal: other Lianxin services find or register persons in bulk (not in the public
+contract; the gateway never routes a client here with a service token)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from common.errors import problem_responses
+from services.registry.dependencies import CryptoDep, PrincipalDep, SessionDep
+from services.registry.schemas.persons import ResolveRequest, ResolveResponse
+from services.registry.service import persons as service
+
+router = APIRouter(prefix="/persons", tags=["persons"])
+
+
+@router.post(
+    "/resolve",
+    operation_id="resolvePersons",
+    summary="Find persons by ID number, registering the missing ones (services only)",
+    response_model=ResolveResponse,
+    responses=problem_responses(403, 422),
+    include_in_schema=False,
+)
+async def resolve_persons(
+    data: ResolveRequest, session: SessionDep, principal: PrincipalDep, crypto: CryptoDep
+) -> ResolveResponse:
+    results = await service.resolve_persons(session, data=data, principal=principal, crypto=crypto)
+    return ResolveResponse(results=results)
