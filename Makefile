@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= .data
 
-.PHONY: run test bootstrap lint typecheck bench migrate clean-data
+.PHONY: run test bootstrap lint typecheck bench migrate clean-data openapi clients demo
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -32,8 +32,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+## Regenerate the committed OpenAPI snapshot openapi/lianxin.json (after any API change).
+openapi: $(STAMP)
+	$(PY) -m tools.openapi_snapshot
+
+## Generate the Python API client from the snapshot into dist/python/lianxin_client.
+clients: $(STAMP)
+	$(PY) -m tools.clients
+
 migrate: $(STAMP)
 	$(PY) -m tools.run --migrate-only
+
+## Load the demo city (Jiaxing as the 2004 survey found it) into DATABASE_URL (migrated); a
+## no-op when it is there. `make run` loads it by itself into an empty database.
+demo: $(STAMP)
+	$(PY) -m tools.demo $(DEMO_ARGS)
 
 ## Every benchmark in bench/ (or some: `make bench BENCH="gateway_overhead"`); results in bench/results/.
 bench: $(STAMP)

@@ -491,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
+    print(f"load average at start: {load_at_start:.2f} on {os.cpu_count()} CPUs", flush=True)
 
     data_dir = Path(tempfile.mkdtemp(prefix="lianxin-bench-pg-"))
     registry: UvicornProcess | None = None
@@ -583,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
+                "load_avg_at_start": round(load_at_start, 2),
             },
             "note": "one uvicorn worker; client, registry and PostgreSQL share this machine; "
             "import rows/s end to end (upload, parse, checks, encryption, insert, events, "

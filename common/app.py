@@ -1,5 +1,6 @@
 """The frame every Lianxin app shares: lifespan with the engine, error handlers, request
-context and body limits, token verification, `/healthz` and `/readyz`."""
+context and body limits, token verification, `/healthz`, `/readyz`, and `/metrics` with the
+access log (common/metrics.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.auth import TokenVerifier
 from common.db import create_engine, make_sessionmaker
-from common.errors import install_error_handlers, problem_responses
+from common.errors import install_error_handlers, problem_openapi, problem_responses
 from common.logs import configure_logging
-from common.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from common.metrics import install_metrics
+from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from common.settings import BaseAppSettings
 
 
@@ -82,7 +84,10 @@ def create_service_app(
             return settings.max_upload_bytes
         return settings.max_body_bytes
 
+    app.add_middleware(DeprecationMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    name = title.split()[-1].lower()
+    install_metrics(app, name, schema=name)  # inside the request id
     app.add_middleware(RequestContextMiddleware)
 
     for router in routers:
@@ -102,4 +107,12 @@ def create_service_app(
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_openapi(fastapi_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

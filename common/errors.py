@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.context import request_id_var
@@ -311,3 +312,53 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+_PROBLEM_REF = "#/components/schemas/Problem"
+_FASTAPI_VALIDATION = "#/components/schemas/HTTPValidationError"
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        out = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            out |= _refs(value)
+        return out
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def problem_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """Documents every error response as what it is on the wire: `application/problem+json`
+    with the `Problem` schema. FastAPI files a `responses=` model under the route's own
+    media type (`application/json`) and adds its own 422 (`HTTPValidationError`) that the
+    handlers above never send; both are corrected here, in place."""
+    for item in (doc.get("paths") or {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in (operation.get("responses") or {}).items():
+                if str(status).startswith(("1", "2", "3")) or not isinstance(response, dict):
+                    continue
+                content = response.get("content") or {}
+                schema = (content.get(PROBLEM_JSON) or {}).get("schema") or (
+                    content.get("application/json") or {}
+                ).get("schema")
+                if not schema or schema.get("$ref") == _FASTAPI_VALIDATION:
+                    schema = {"$ref": _PROBLEM_REF}
+                response["content"] = {PROBLEM_JSON: {"schema": schema}}
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    if _PROBLEM_REF in _refs(doc.get("paths")) and "Problem" not in schemas:
+        _, defs = models_json_schema(
+            [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
+        )
+        for name, schema in defs.get("$defs", {}).items():
+            schemas.setdefault(name, schema)
+    # FastAPI's validation-error schemas, now referenced by nothing.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        others = {k: v for k, v in doc.items() if k != "components"}
+        others["schemas"] = {k: v for k, v in schemas.items() if k != unused}
+        if unused in schemas and f"#/components/schemas/{unused}" not in _refs(others):
+            del schemas[unused]
+    return doc

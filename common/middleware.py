@@ -1,4 +1,5 @@
-"""Plain ASGI middleware every app mounts: request ids and request body limits."""
+"""Plain ASGI middleware every app mounts: request ids, request body limits and the
+announcement of deprecated routes."""
 
 from __future__ import annotations
 
@@ -135,3 +136,64 @@ async def _send_413(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _http_date(value: str) -> str:
+    """`2027-06-30` or an ISO timestamp → an IMF-fixdate (`Sunset` is an HTTP-date)."""
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def deprecation_headers(route: object) -> list[tuple[bytes, bytes]]:
+    """What a call to a `deprecated=True` route answers with: `Deprecation` (RFC 9745: the
+    moment it was deprecated, `@<unix seconds>`, from the route's `x-deprecated-at`, else
+    `true`), and `Sunset` (RFC 8594) when the route names its `x-sunset` date. Both dates
+    go in the route's `openapi_extra`, so the document shows them as well."""
+    if not getattr(route, "deprecated", False):
+        return []
+    from datetime import UTC, datetime
+
+    extra = getattr(route, "openapi_extra", None) or {}
+    since = extra.get("x-deprecated-at")
+    if since:
+        moment = datetime.fromisoformat(str(since))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        value = f"@{int(moment.timestamp())}"
+    else:
+        value = "true"
+    headers = [(b"deprecation", value.encode())]
+    if extra.get("x-sunset"):
+        headers.append((b"sunset", _http_date(str(extra["x-sunset"])).encode()))
+    return headers
+
+
+class DeprecationMiddleware:
+    """Announces deprecated routes on every response they give (errors included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_announced(message: Message) -> None:
+            # The router records the matched route in this same scope before it runs.
+            if message["type"] == "http.response.start":
+                extra = deprecation_headers(scope.get("route"))
+                if extra:
+                    names = {name for name, _ in extra}
+                    message["headers"] = [
+                        *[(k, v) for k, v in message.get("headers", []) if k.lower() not in names],
+                        *extra,
+                    ]
+            await send(message)
+
+        await self.app(scope, receive, send_announced)

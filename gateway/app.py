@@ -16,7 +16,8 @@ from starlette.responses import StreamingResponse
 from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
-from common.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from common.metrics import install_metrics
+from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from gateway import health, openapi
 from gateway.audit.routes import router as audit_router
 from gateway.auth.credentials import authorize_upstream
@@ -26,6 +27,7 @@ from gateway.middleware import SecurityHeadersMiddleware
 from gateway.openapi import ServiceDocs
 from gateway.proxy import PROXIED_METHODS, Proxy, make_client
 from gateway.ratelimit import make_limiter
+from gateway.reports.routes import router as reports_router
 from gateway.settings import GatewaySettings
 from gateway.webhooks import state as webhooks
 from gateway.webhooks.routes import router as webhooks_router
@@ -109,7 +111,10 @@ def create_app(
             return settings.max_upload_bytes
         return settings.max_body_bytes
 
-    # Outermost last: request id, then security headers, CORS, and the body limit.
+    # Outermost last: request id, then security headers, CORS, the body limit, and the
+    # `Deprecation`/`Sunset` headers of the gateway's own deprecated routes (a service's
+    # come through the proxy with its response).
+    app.add_middleware(DeprecationMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     if settings.cors_origins:
         app.add_middleware(
@@ -125,10 +130,20 @@ def create_app(
                 "If-Match",
                 "If-None-Match",
             ],
-            expose_headers=["X-Request-ID", "ETag", "Location", "Retry-After"],
+            expose_headers=[
+                "X-Request-ID",
+                "ETag",
+                "Location",
+                "Retry-After",
+                "Deprecation",
+                "Sunset",
+            ],
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=settings.hsts_max_age_s)
+    # `/metrics` (the gateway's own; the services' stay on the internal network) and the
+    # access log, inside the request id.
+    install_metrics(app, "gateway", services=settings.upstreams(), schema="gateway")
     app.add_middleware(RequestContextMiddleware, trust_forwarded=False)
 
     app.include_router(health.router)
@@ -136,6 +151,7 @@ def create_app(
     install_auth(app, settings, clock=clock)  # /api/v1/auth
     app.include_router(audit_router)  # /api/v1/audit, /api/v1/auth/me/access-log
     app.include_router(webhooks_router)  # /api/v1/webhooks
+    app.include_router(reports_router)  # /api/v1/reports
 
     # The catch-all goes last: the gateway's own `/api/v1/...` routes match first.
     @app.api_route(

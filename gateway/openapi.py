@@ -26,6 +26,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 
+from common.errors import problem_openapi
+
 log = logging.getLogger("lianxin.gateway.openapi")
 
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -173,7 +175,12 @@ class _Merger:
             target = self.components.setdefault(section, {})
             for name, value in entries.items():
                 final: str = renames.get((section, name)) or name
-                target.setdefault(final, _walk_refs(value, rename))
+                moved = _walk_refs(value, rename)
+                if final != name and isinstance(moved, dict) and moved.get("title") == name:
+                    # Generated clients name models after titles: a namespaced schema's
+                    # title follows its new name, or two models would clash.
+                    moved["title"] = final
+                target.setdefault(final, moved)
 
         for path, item in (doc.get("paths") or {}).items():
             if not keep(path) or _INTERNAL.search(path):
@@ -308,8 +315,9 @@ def merge_documents(
 
 
 def gateway_document(app: FastAPI) -> dict[str, Any]:
-    """The gateway's own routes (auth, audit, health), as FastAPI documents them."""
-    return get_openapi(title=app.title, version=app.version, routes=app.routes)
+    """The gateway's own routes (auth, audit, health), as FastAPI documents them, errors
+    as the problem+json they are."""
+    return problem_openapi(get_openapi(title=app.title, version=app.version, routes=app.routes))
 
 
 # --- the routes -------------------------------------------------------------------------

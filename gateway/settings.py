@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field
 
-from common.settings import BaseAppSettings, Environment
+from common.settings import BaseAppSettings, is_ed25519_private, read_pem
 
 DEV_ADMIN_PASSWORD = "lianxin-admin"  # noqa: S105 - the documented local-run default
+MIN_ADMIN_PASSWORD_LENGTH = 12
 
 
 class GatewaySettings(BaseAppSettings):
@@ -71,11 +72,21 @@ class GatewaySettings(BaseAppSettings):
     # Events a replay may re-send at once (a wider window is refused).
     webhook_replay_max_events: int = 10_000
 
-    @model_validator(mode="after")
-    def _refuse_dev_admin_password_in_production(self) -> Self:
-        if self.environment is Environment.production and self.admin_password == DEV_ADMIN_PASSWORD:
-            raise ValueError("production mode refuses the default admin password")
-        return self
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.admin_password is not None:
+            if self.admin_password == DEV_ADMIN_PASSWORD:
+                problems.append("the default admin password: set LIANXIN_ADMIN_PASSWORD")
+            elif len(self.admin_password) < MIN_ADMIN_PASSWORD_LENGTH:
+                problems.append(
+                    f"LIANXIN_ADMIN_PASSWORD: at least {MIN_ADMIN_PASSWORD_LENGTH} characters"
+                )
+        private = read_pem(self.jwt_private_key, self.jwt_private_key_file)
+        if private is None:
+            problems.append("a missing token signing key: set LIANXIN_JWT_PRIVATE_KEY(_FILE)")
+        elif not is_ed25519_private(private):
+            problems.append("LIANXIN_JWT_PRIVATE_KEY: must be an Ed25519 private key (PEM)")
+        return problems
 
     def private_key(self) -> Ed25519PrivateKey:
         if self.jwt_private_key:

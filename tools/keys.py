@@ -30,3 +30,20 @@ def ensure_signing_keys(directory: Path, *, name: str = "jwt") -> tuple[Path, Pa
             )
         )
     return private, public
+
+
+def main() -> None:
+    """`python -m tools.keys <dir>`: both Ed25519 pairs in <dir> (e.g. deploy/secrets for the
+    compose file), kept if they already exist."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.keys")
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    for name in ("jwt", "service"):
+        for path in ensure_signing_keys(args.directory, name=name):
+            print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,9 +27,30 @@ def _exists(module: str) -> bool:
     return (ROOT / (module.replace(".", "/") + ".py")).exists()
 
 
+def _load_demo_if_empty(url: str) -> None:
+    """An empty registry gets the demo city (tools/demo): something to look at from the
+    first start. Keys and settings come from this environment, as the apps' do."""
+    import asyncio
+
+    from tools.demo import load, registry_is_empty
+    from tools.demo.load import with_sessionmaker
+
+    if not asyncio.run(with_sessionmaker(url, registry_is_empty)):
+        return
+    print(
+        "The registry is empty: loading the demo city (嘉兴市, seed 2004, year 2003)…", flush=True
+    )
+    loaded = asyncio.run(load(url))
+    if loaded is not None:
+        print(f"Demo city loaded in {loaded.seconds:.0f}s (LIANXIN_DEMO=0 skips it).", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.run")
     parser.add_argument("--migrate-only", action="store_true")
+    parser.add_argument(
+        "--no-demo", action="store_true", help="do not load the demo city into an empty database"
+    )
     args = parser.parse_args()
 
     embedded = "DATABASE_URL" not in os.environ
@@ -45,6 +66,11 @@ def main() -> int:
     print("Migrations applied: " + ", ".join(migrate.histories()), flush=True)
     if args.migrate_only:
         return 0
+    if not args.no_demo and os.environ.get("LIANXIN_DEMO", "1") != "0":
+        try:
+            _load_demo_if_empty(url)
+        except Exception as exc:  # the apps start anyway; the demo is a convenience
+            print(f"Loading the demo city failed ({exc!r}); starting without it.", flush=True)
 
     from honcho.manager import Manager
     from honcho.printer import Printer

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     case,
     func,
     literal,
@@ -68,11 +69,20 @@ def projected_orgs_table(metadata: MetaData, schema: str) -> Table:
 
 
 def projected_members_table(
-    metadata: MetaData, schema: str, *, with_birth_date: bool = False
+    metadata: MetaData,
+    schema: str,
+    *,
+    with_birth_date: bool = False,
+    with_education: bool = False,
 ) -> Table:
     """`with_birth_date` adds the (not sensitive) birth date, for readers that need it
-    (mobility tells one person held as two records by name and birth date)."""
-    extra = [Column("birth_date", Date, nullable=True)] if with_birth_date else []
+    (mobility tells one person held as two records by name and birth date);
+    `with_education` the education level (activities' party workers by education band)."""
+    extra: list[Column[Any]] = []
+    if with_birth_date:
+        extra.append(Column("birth_date", Date, nullable=True))
+    if with_education:
+        extra.append(Column("education", String(32), nullable=True))
     return Table(
         "members",
         metadata,
@@ -124,6 +134,26 @@ class RegistryProjection:
         elif event.type in MEMBER_EVENTS:
             await self._apply_member(session, event)
         # Anything else (transfers, other services' events) carries nothing this model needs.
+
+    async def apply_batch(self, session: AsyncSession, events: list[Event]) -> None:
+        """`apply` over a batch, in order; each run of member events (no org event between,
+        no member twice) goes as one executemany, so a bulk import's thousands of
+        `member.registered` cost a few round trips instead of one each."""
+        run: list[Event] = []
+        seen: set[Any] = set()
+        for event in events:
+            if event.type in MEMBER_EVENTS and event.aggregate_id not in seen:
+                run.append(event)
+                seen.add(event.aggregate_id)
+                continue
+            await self._apply_members(session, run)
+            run, seen = [], set()
+            if event.type in MEMBER_EVENTS:
+                run.append(event)
+                seen.add(event.aggregate_id)
+            else:
+                await self.apply(session, event)
+        await self._apply_members(session, run)
 
     async def reset(self, session: AsyncSession) -> None:
         names = ", ".join(f"{t.schema}.{t.name}" for t in self.tables)
@@ -219,6 +249,8 @@ class RegistryProjection:
         if "birth_date" in members.c:
             born = data.get("birth_date")
             values["birth_date"] = date.fromisoformat(str(born)) if born else None
+        if "education" in members.c:
+            values["education"] = data.get("education")
         stmt = insert(members).values(member_id=event.aggregate_id, **values)
         await session.execute(
             stmt.on_conflict_do_update(
@@ -227,3 +259,70 @@ class RegistryProjection:
                 where=members.c.version < stmt.excluded.version,
             )
         )
+
+    def _bulk_member_statement(self) -> Any:
+        members, orgs = self.members, self.orgs
+
+        def path(id_param: str, fallback_param: str) -> Any:
+            org_id = bindparam(id_param, type_=members.c.org_id.type)
+            projected = select(orgs.c.path).where(orgs.c.org_id == org_id).scalar_subquery()
+            return func.coalesce(projected, bindparam(fallback_param, type_=LTree()))
+
+        values: dict[str, Any] = {
+            "member_id": bindparam("p_member_id", type_=members.c.member_id.type),
+            "org_id": bindparam("p_org_id", type_=members.c.org_id.type),
+            "org_path": path("p_org_id", "p_org_path"),
+            "residence_org_id": bindparam("p_residence_org_id", type_=members.c.org_id.type),
+            "residence_path": path("p_residence_org_id", "p_residence_path"),
+            "merged_into": bindparam("p_merged_into", type_=members.c.merged_into.type),
+            "group_id": bindparam("p_group_id", type_=members.c.group_id.type),
+            "skills": bindparam("p_skills", type_=members.c.skills.type),
+            "version": bindparam("p_version", type_=BigInteger()),
+            "updated_at": func.clock_timestamp(),
+        }
+        for name in ("name", "status", "category", "relation"):
+            values[name] = bindparam(f"p_{name}", type_=members.c[name].type)
+        if "birth_date" in members.c:
+            values["birth_date"] = bindparam("p_birth_date", type_=Date())
+        if "education" in members.c:
+            values["education"] = bindparam("p_education", type_=members.c.education.type)
+        stmt = insert(members).values(**values)
+        return stmt.on_conflict_do_update(
+            index_elements=[members.c.member_id],
+            set_={name: stmt.excluded[name] for name in values if name != "member_id"},
+            where=members.c.version < stmt.excluded.version,
+        )
+
+    async def _apply_members(self, session: AsyncSession, events: list[Event]) -> None:
+        if len(events) < 2:
+            for event in events:
+                await self._apply_member(session, event)
+            return
+        rows = []
+        for event in events:
+            data = event.payload
+            born = data.get("birth_date")
+            rows.append(
+                {
+                    "p_member_id": event.aggregate_id,
+                    "p_name": data["name"],
+                    "p_status": data["status"],
+                    "p_category": data["category"],
+                    "p_relation": data["relation"],
+                    "p_org_id": data.get("org_id"),
+                    "p_org_path": data.get("org_path"),
+                    "p_residence_org_id": data.get("residence_org_id"),
+                    "p_residence_path": data.get("residence_path"),
+                    "p_merged_into": data.get("merged_into"),
+                    "p_group_id": data.get("group_id"),
+                    "p_skills": list(data.get("skills") or []),
+                    "p_version": event.aggregate_version,
+                    "p_birth_date": date.fromisoformat(str(born)) if born else None,
+                    "p_education": data.get("education"),
+                }
+            )
+        for optional in ("birth_date", "education"):
+            if optional not in self.members.c:
+                for row in rows:
+                    del row[f"p_{optional}"]
+        await session.execute(self._bulk_member_statement(), rows)

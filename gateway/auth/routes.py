@@ -73,6 +73,15 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     "with the right password.",
     response_model=TokenPair,
     responses=problem_responses(401, 422, 429),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "example": {"username": "admin", "password": "lianxin-admin"}
+                }
+            }
+        }
+    },
 )
 async def create_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],

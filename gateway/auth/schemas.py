@@ -26,7 +26,10 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"refresh_token": "rt_2QXk9v0b7c1d4e8f3a6b5c2d9e0f1a7b"}]},
+    )
 
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

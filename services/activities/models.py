@@ -141,7 +141,7 @@ HOURS = Numeric(5, 2)
 
 # Read model of the registry.
 orgs = projected_orgs_table(metadata, SCHEMA)
-members = projected_members_table(metadata, SCHEMA)
+members = projected_members_table(metadata, SCHEMA, with_birth_date=True, with_education=True)
 # How far this service's consumers got in each stream.
 consumer_cursors = cursor_table(metadata, SCHEMA)
 # This service's own published events.

@@ -691,6 +691,19 @@ class TrainingCoverage(BaseModel):
 # --- statistics -------------------------------------------------------------------------
 
 
+class BandCount(BaseModel):
+    count: int
+    share: float | None = Field(description="Fraction of the total, 4 places; null if 0.")
+
+
+class PartyWorkerBands(BaseModel):
+    total: int
+    by_age_band: dict[str, BandCount] = Field(
+        description="Age at 31 December of the year (today for the current year)."
+    )
+    by_education_band: dict[str, BandCount]
+
+
 class Stats(BaseModel):
     org_id: uuid.UUID
     year: int
@@ -709,3 +722,4 @@ class Stats(BaseModel):
     funds_spent: Money
     funds_per_member: Money | None
     training_coverage: float | None
+    party_workers: PartyWorkerBands

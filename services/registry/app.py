@@ -11,7 +11,7 @@ from common.events.runtime import lifespan_hooks
 from services.registry import consumers
 from services.registry.dependencies import FieldCrypto
 from services.registry.models import SCHEMA, audit_log, consumer_cursors
-from services.registry.routes import imports, members, orgs, persons, transfers
+from services.registry.routes import imports, members, orgs, persons, stats, transfers
 from services.registry.settings import RegistrySettings
 
 PREFIX = "/api/v1/registry"
@@ -39,6 +39,7 @@ def create_app(
             members.router,
             transfers.router,
             persons.router,
+            stats.router,
             audit_router(audit_log, service="registry"),
         ],
         prefix=PREFIX,

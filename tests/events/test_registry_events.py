@@ -21,6 +21,7 @@ MEMBER_FIELDS = {
     "member_id",
     "name",
     "birth_date",
+    "education",
     "status",
     "category",
     "relation",

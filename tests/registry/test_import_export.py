@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openpyxl import Workbook, load_workbook
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.registry import idnumber
 from services.registry.app import create_app
@@ -215,6 +215,34 @@ class TestImportMembers:
         body = (await upload(admin, as_file(changed, "csv"))).json()
         assert body["rows"][0]["status"] == "invalid"
         assert "phone" in body["rows"][0]["errors"][0]["message"]
+
+    async def test_a_person_first_registered_without_id_number_is_not_registered_again(
+        self, admin: httpx.AsyncClient, tree: Tree
+    ) -> None:
+        first = (await upload(admin, as_file([HEADER, card(tree, "孔一", None)], "csv"))).json()
+        number = next_id_number()
+        body = (await upload(admin, as_file([HEADER, card(tree, "孔一", number)], "csv"))).json()
+        row = body["rows"][0]
+        assert row["status"] == "invalid" and row["member_id"] == first["rows"][0]["member_id"]
+        assert "PATCH" in row["errors"][0]["message"]
+        in_one_file = [HEADER, card(tree, "孔二", None), card(tree, "孔二", next_id_number())]
+        body = (await upload(admin, as_file(in_one_file, "csv"), dry_run=True)).json()
+        assert [r["status"] for r in body["rows"]] == ["valid", "invalid"]
+
+    async def test_a_second_import_while_one_runs_is_409(
+        self, admin: httpx.AsyncClient, tree: Tree, engine: AsyncEngine
+    ) -> None:
+        rows = [HEADER, card(tree, "曹一", next_id_number())]
+        lock = text("SELECT pg_advisory_lock(hashtext('registry.member_import'))")
+        async with engine.connect() as other:
+            await other.execute(lock)
+            try:
+                r = await upload(admin, as_file(rows, "csv"), expect=409)
+                assert r.headers["retry-after"] == "5"
+                await upload(admin, as_file(rows, "csv"), dry_run=True)  # checks still run
+            finally:
+                unlock = "SELECT pg_advisory_unlock(hashtext('registry.member_import'))"
+                await other.execute(text(unlock))
 
     async def test_gb18030_csv_is_read(self, admin: httpx.AsyncClient, tree: Tree) -> None:
         rows = [HEADER, card(tree, "孙悟空", next_id_number())]

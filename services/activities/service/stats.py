@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.auth import Principal, Role
 from common.errors import Forbidden
+from common.stats import AGE_BANDS, EDUCATION_BANDS, age_band, breakdown, education_band
 from services.activities.models import (
     ORGANIZATIONAL_LIFE,
+    AssignmentKind,
     AttendanceStatus,
     activities,
     attendance,
@@ -24,6 +26,7 @@ from services.activities.models import (
     pledge_items,
     points_ledger,
     programs,
+    role_assignments,
     service_hours,
     talks,
 )
@@ -147,6 +150,7 @@ async def stats(
     )
     as_of = min(date(year, 12, 31), date.today())
     workers, trained = await coverage_figures(session, org_id=org_id, as_of=as_of)
+    party_workers = await _party_worker_bands(session, orgs_under=orgs_under, as_of=as_of)
     return {
         "org_id": org_id,
         "year": year,
@@ -167,4 +171,47 @@ async def stats(
         if member_count
         else None,
         "training_coverage": _rate(trained, workers),
+        "party_workers": party_workers,
+    }
+
+
+async def _party_worker_bands(
+    session: AsyncSession, *, orgs_under: Any, as_of: date
+) -> dict[str, Any]:
+    """Party workers (open `party_worker` assignments in the subtree at `as_of`, each member
+    once) by age band at `as_of` and by education band, from the projected members; a
+    worker the projection does not know (yet) or knows no education of is `unknown`."""
+    workers = (
+        select(role_assignments.c.member_id)
+        .where(
+            role_assignments.c.kind == AssignmentKind.party_worker.value,
+            role_assignments.c.org_id.in_(orgs_under),
+            role_assignments.c.started_on <= as_of,
+            (role_assignments.c.ended_on.is_(None)) | (role_assignments.c.ended_on >= as_of),
+        )
+        .distinct()
+        .subquery()
+    )
+    banded = (
+        select(
+            age_band(members.c.birth_date, as_of).label("age_band"),
+            education_band(members.c.education).label("education_band"),
+        )
+        .select_from(workers.outerjoin(members, members.c.member_id == workers.c.member_id))
+        .subquery()
+    )
+    by_age: dict[str, int] = {}
+    by_education: dict[str, int] = {}
+    for age, education, n in await session.execute(
+        select(banded.c.age_band, banded.c.education_band, func.count()).group_by(
+            banded.c.age_band, banded.c.education_band
+        )
+    ):
+        by_age[age] = by_age.get(age, 0) + int(n)
+        by_education[education] = by_education.get(education, 0) + int(n)
+    total = sum(by_age.values())
+    return {
+        "total": total,
+        "by_age_band": breakdown(by_age, AGE_BANDS, total),
+        "by_education_band": breakdown(by_education, EDUCATION_BANDS, total),
     }

@@ -49,7 +49,9 @@ do not come back with their reasons; nothing is half-written, and a file that ca
 read is a 422 with nothing written. A person already registered (same ID number; without
 one, same name, birth date and org) with the same card is `unchanged` — importing the same
 file again, or an export, changes nothing; with other data the row is invalid and names
-the existing record. A second row of one person in the file is invalid.
+the existing record. A second row of one person in the file is invalid. The masked ID
+numbers and phones of an export match the record they came from; they cannot register
+anyone new.
 
 Use `dry_run=true` first: it checks everything and writes nothing. `report=xlsx|csv`
 answers with the rejected rows as a file in the uploaded columns plus `错误/errors`, to
@@ -78,6 +80,15 @@ def _report_headers(summary: dict[str, Any], fmt: str) -> dict[str, str]:
             "content": _FILES,
         },
         **problem_responses(403, 409, 413, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "example": {"file": "registration-cards.xlsx (the file's bytes)"}
+                }
+            }
+        }
     },
 )
 async def import_members(

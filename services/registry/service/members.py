@@ -8,7 +8,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, any_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -41,7 +41,11 @@ from services.registry.service.member_card import (
     resume_json,
     today,
 )
-from services.registry.service.scope import member_in_scope, member_writable, org_ids_under
+from services.registry.service.scope import (
+    member_in_scope,
+    member_writable,
+    org_id_array_under,
+)
 
 ID_NUMBER_INDEX = "uq_members_id_number_hash"
 MAX_MERGE_HOPS = 8
@@ -122,10 +126,10 @@ def member_list_query(*, principal: Principal, filters: dict[str, Any]) -> Selec
         )
     query = select(Member).where(col(Member.merged_into).is_(None), member_in_scope(principal))
     if filters.get("org_id") is not None:
-        query = query.where(col(Member.org_id).in_(org_ids_under(filters["org_id"])))
+        query = query.where(col(Member.org_id) == any_(org_id_array_under(filters["org_id"])))
     if filters.get("residence_org_id") is not None:
-        under = org_ids_under(filters["residence_org_id"])
-        query = query.where(col(Member.residence_org_id).in_(under))
+        under = org_id_array_under(filters["residence_org_id"])
+        query = query.where(col(Member.residence_org_id) == any_(under))
     for name in ("category", "relation", "status", "education"):
         if filters.get(name) is not None:
             query = query.where(col(getattr(Member, name)) == str(filters[name]))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, cast, exists, false, func, or_, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PGUUID
 
 from common.auth import Principal, Role
 from services.registry.models import OPEN_TRANSFER_STATUSES, Member, Org, Transfer
@@ -36,6 +38,16 @@ def org_ids_under(org_id: Any) -> Any:
     """Ids of `org_id` and its whole subtree."""
     root = select(Org.path).where(Org.id == org_id).scalar_subquery()
     return select(Org.id).where(Org.path.op("<@")(root))
+
+
+def org_id_array_under(org_id: Any) -> Any:
+    """Ids of `org_id` and its subtree as one array value, for `column = ANY(...)`: the
+    planner then reaches members through their org index whatever the subtree's size (with
+    `IN (subquery)` it guesses one size for every subtree, and a community's first page
+    scanned the whole members table)."""
+    root = select(Org.path).where(Org.id == org_id).scalar_subquery()
+    ids = select(func.array_agg(Org.id)).where(Org.path.op("<@")(root)).scalar_subquery()
+    return cast(ids, ARRAY(PGUUID(as_uuid=True)))
 
 
 def member_in_scope(principal: Principal) -> ColumnElement[bool]:
