@@ -3,7 +3,7 @@ session, constraint naming, and the `ltree` column type used for org paths."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -108,3 +108,8 @@ def _register_ltree_reflection() -> None:
 
 
 _register_ltree_reflection()
+
+
+def check_in(column: str, values: Iterable[str]) -> str:
+    """SQL for a CHECK constraint keeping `column` to `values` (an enum class or strings)."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"

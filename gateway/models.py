@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlmodel import Field, SQLModel
 
 from common.audit import audit_table
-from common.db import metadata
+from common.db import check_in, metadata
 from common.events.consumer import cursor_table
 from common.events.projection import projected_orgs_table
 from common.idempotency import idempotency_table
@@ -55,10 +55,6 @@ class ApiKeyScope(StrEnum):
     read = "read"
 
 
-def _check_in(column: str, enum: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in enum)})"
-
-
 def _uuid_pk() -> Any:
     return Field(
         default_factory=uuid.uuid4, sa_column=Column(PGUUID(as_uuid=True), primary_key=True)
@@ -79,7 +75,7 @@ def _when(*, nullable: bool = True) -> Any:
 class User(SQLModel, table=True):
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint(_check_in("role", UserRole), name="role"),
+        CheckConstraint(check_in("role", UserRole), name="role"),
         CheckConstraint(
             "role NOT IN ('org_admin', 'org_viewer') OR org_id IS NOT NULL", name="org_roles_org"
         ),
@@ -224,7 +220,7 @@ class WebhookDelivery(SQLModel, table=True):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("webhook_id", "event_id"),
-        CheckConstraint(_check_in("status", DeliveryStatus), name="status"),
+        CheckConstraint(check_in("status", DeliveryStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         # The deliverer's queue: due deliveries still to try.
         Index(

@@ -40,7 +40,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
 
 from common.audit import audit_table
-from common.db import metadata
+from common.db import check_in, metadata
 from common.events.consumer import cursor_table
 from common.events.outbox import outbox_table
 from common.events.projection import projected_members_table, projected_orgs_table
@@ -124,10 +124,6 @@ class PointsSource(StrEnum):
     service_hour = "service_hour"  # points per verified service hour
 
 
-def _in(column: str, enum: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in enum)})"
-
-
 def _uuid_pk() -> Column[uuid.UUID]:
     return Column("id", PGUUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
 
@@ -165,7 +161,7 @@ activities = Table(
     Column("created_by", String(200), nullable=False),
     Column("version", BigInteger, nullable=False, server_default="1"),
     _created_at(),
-    CheckConstraint(_in("type", ActivityType), name="type"),
+    CheckConstraint(check_in("type", ActivityType), name="type"),
     CheckConstraint("ends_at >= starts_at", name="ends_after_start"),
     CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity_positive"),
     CheckConstraint("cost IS NULL OR cost >= 0", name="cost_not_negative"),
@@ -187,7 +183,7 @@ attendance = Table(
     Column("hours", HOURS, nullable=False, server_default="0"),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("activity_id", "member_id"),
-    CheckConstraint(_in("status", AttendanceStatus), name="status"),
+    CheckConstraint(check_in("status", AttendanceStatus), name="status"),
     CheckConstraint("hours >= 0 AND hours <= 24", name="hours_range"),
     schema=SCHEMA,
 )
@@ -244,7 +240,7 @@ help_requests = Table(
     Column("assigned_at", DateTime(timezone=True), nullable=True),
     Column("completed_at", DateTime(timezone=True), nullable=True),
     Column("closed_at", DateTime(timezone=True), nullable=True),
-    CheckConstraint(_in("status", HelpStatus), name="status"),
+    CheckConstraint(check_in("status", HelpStatus), name="status"),
     CheckConstraint("status = 'open' OR member_id IS NOT NULL", name="taken_has_member"),
     CheckConstraint("hours IS NULL OR (hours > 0 AND hours <= 24)", name="hours_range"),
     schema=SCHEMA,
@@ -307,7 +303,7 @@ programs = Table(
     # [{"n": 1, "title": "...", "title_zh": "..."}]
     Column("items", JSONB, nullable=False),
     _created_at(),
-    CheckConstraint(_in("kind", ProgramKind), name="kind"),
+    CheckConstraint(check_in("kind", ProgramKind), name="kind"),
     UniqueConstraint("org_id", "code", postgresql_nulls_not_distinct=True),
     schema=SCHEMA,
 )
@@ -345,7 +341,7 @@ pledge_items = Table(
     Column("recorded_by", String(200), nullable=False),
     _created_at(),
     PrimaryKeyConstraint("member_id", "year", "program_id", "n"),
-    CheckConstraint(_in("evidence_type", EvidenceType), name="evidence_type"),
+    CheckConstraint(check_in("evidence_type", EvidenceType), name="evidence_type"),
     CheckConstraint("year BETWEEN 2000 AND 2100", name="year_range"),
     schema=SCHEMA,
 )
@@ -369,8 +365,8 @@ role_assignments = Table(
     Column("ended_on", Date, nullable=True),
     Column("created_by", String(200), nullable=False),
     _created_at(),
-    CheckConstraint(_in("kind", AssignmentKind), name="kind"),
-    CheckConstraint(f"layer IS NULL OR {_in('layer', Layer)}", name="layer"),
+    CheckConstraint(check_in("kind", AssignmentKind), name="kind"),
+    CheckConstraint(f"layer IS NULL OR {check_in('layer', Layer)}", name="layer"),
     CheckConstraint("ended_on IS NULL OR ended_on >= started_on", name="ends_after_start"),
     # One open assignment per member and role; ended ones are the history.
     Index(
@@ -395,7 +391,7 @@ points_rules = Table(
     Column("activity_type", String(32), nullable=True),
     Column("points", Integer, nullable=False),
     _created_at(),
-    CheckConstraint(_in("source", PointsSource), name="source"),
+    CheckConstraint(check_in("source", PointsSource), name="source"),
     CheckConstraint("points >= 0 AND points <= 1000", name="points_range"),
     CheckConstraint(
         "(source = 'activity') = (activity_type IS NOT NULL)", name="activity_type_for_activity"

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
 
 from common.audit import audit_table
-from common.db import metadata
+from common.db import check_in, metadata
 from common.events.consumer import cursor_table
 from common.events.outbox import outbox_table
 from common.events.projection import projected_members_table, projected_orgs_table
@@ -80,10 +80,6 @@ class Rating(StrEnum):
     good = "good"
     fair = "fair"
     poor = "poor"
-
-
-def _check_in(column: str, values: list[str]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 def _uuid(name: str, *args: Any, **kw: Any) -> Column[Any]:
@@ -133,8 +129,8 @@ mobile_cards = Table(
     Column("lost_reported", Boolean, nullable=False, server_default="false"),
     Column("version", BigInteger, nullable=False, server_default="1"),
     *_timestamps(),
-    CheckConstraint(_check_in("direction", [d.value for d in Direction]), name="direction"),
-    CheckConstraint(_check_in("status", ["active", "returned"]), name="status"),
+    CheckConstraint(check_in("direction", [d.value for d in Direction]), name="direction"),
+    CheckConstraint(check_in("status", ["active", "returned"]), name="status"),
     CheckConstraint("(status = 'returned') = (returned_on IS NOT NULL)", name="returned_on"),
     Index(
         "uq_mobile_cards_active_member",
@@ -157,7 +153,7 @@ contacts = Table(
     Column("notes_cipher", LargeBinary, nullable=True),
     Column("recorded_by", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint(_check_in("channel", [c.value for c in Channel]), name="channel"),
+    CheckConstraint(check_in("channel", [c.value for c in Channel]), name="channel"),
     Index(None, "card_id", "on"),
     schema=SCHEMA,
 )
@@ -182,8 +178,8 @@ links = Table(
         "change_seq", BigInteger, change_seq, nullable=False, server_default=change_seq.next_value()
     ),
     *_timestamps(),
-    CheckConstraint(_check_in("mode", [m.value for m in LinkMode]), name="mode"),
-    CheckConstraint(_check_in("status", [s.value for s in LinkStatus]), name="status"),
+    CheckConstraint(check_in("mode", [m.value for m in LinkMode]), name="mode"),
+    CheckConstraint(check_in("status", [s.value for s in LinkStatus]), name="status"),
     CheckConstraint(
         "(workplace_org_id IS NULL) <> (workplace_external_name IS NULL)", name="one_workplace"
     ),
@@ -216,7 +212,7 @@ feedback = Table(
         "change_seq", BigInteger, change_seq, nullable=False, server_default=change_seq.next_value()
     ),
     *_timestamps(),
-    CheckConstraint(_check_in("rating", [r.value for r in Rating]), name="rating"),
+    CheckConstraint(check_in("rating", [r.value for r in Rating]), name="rating"),
     UniqueConstraint("link_id", "year"),
     Index(None, "change_seq"),
     schema=SCHEMA,

@@ -27,16 +27,12 @@ from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlmodel import Field, SQLModel
 
 from common.audit import audit_table
-from common.db import LTree, metadata
+from common.db import LTree, check_in, metadata
 from common.events.consumer import cursor_table
 from common.events.outbox import outbox_table
 from common.idempotency import idempotency_table
 
 SCHEMA = "registry"
-
-
-def _check_in(column: str, enum: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in enum)})"
 
 
 class OrgKind(StrEnum):
@@ -165,8 +161,8 @@ def _org_ref(name: str, *, nullable: bool = True) -> Any:
 class Org(SQLModel, table=True):
     __tablename__ = "orgs"
     __table_args__ = (
-        CheckConstraint(_check_in("kind", OrgKind), name="kind"),
-        CheckConstraint(_check_in("area_level", AreaLevel), name="area_level"),
+        CheckConstraint(check_in("kind", OrgKind), name="kind"),
+        CheckConstraint(check_in("area_level", AreaLevel), name="area_level"),
         CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
         Index("ix_orgs_path_gist", "path", postgresql_using="gist"),
         Index("ix_orgs_parent_id_name", "parent_id", "name", "id"),
@@ -194,14 +190,14 @@ class Org(SQLModel, table=True):
 class Member(SQLModel, table=True):
     __tablename__ = "members"
     __table_args__ = (
-        CheckConstraint(_check_in("gender", Gender), name="gender"),
+        CheckConstraint(check_in("gender", Gender), name="gender"),
         CheckConstraint(
-            f"education IS NULL OR {_check_in('education', Education)}", name="education"
+            f"education IS NULL OR {check_in('education', Education)}", name="education"
         ),
-        CheckConstraint(_check_in("membership", Membership), name="membership"),
-        CheckConstraint(_check_in("category", Category), name="category"),
-        CheckConstraint(_check_in("relation", Relation), name="relation"),
-        CheckConstraint(_check_in("status", MemberStatus), name="status"),
+        CheckConstraint(check_in("membership", Membership), name="membership"),
+        CheckConstraint(check_in("category", Category), name="category"),
+        CheckConstraint(check_in("relation", Relation), name="relation"),
+        CheckConstraint(check_in("status", MemberStatus), name="status"),
         CheckConstraint("merged_into IS NULL OR merged_into <> id", name="not_merged_into_self"),
         CheckConstraint(
             "(id_number_cipher IS NULL) = (id_number_hash IS NULL)", name="id_number_pair"
@@ -286,7 +282,7 @@ class MemberMerge(SQLModel, table=True):
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfers"
     __table_args__ = (
-        CheckConstraint(_check_in("status", TransferStatus), name="status"),
+        CheckConstraint(check_in("status", TransferStatus), name="status"),
         CheckConstraint(
             "(to_org_id IS NULL) <> (to_external_name IS NULL)", name="one_destination"
         ),
