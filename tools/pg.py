@@ -152,7 +152,7 @@ def start(data_dir: Path, port: int | None = None) -> Cluster:
             user=user,
         )
     port = port or free_port()
-    sock_dir = Path(tempfile.gettempdir()) / f"lianxin-pg-{port}"
+    sock_dir = _socket_dir(port)
     sock_dir.mkdir(exist_ok=True)
     sock_dir.chmod(0o777)
     options = (
@@ -188,15 +188,22 @@ def start(data_dir: Path, port: int | None = None) -> Cluster:
     return Cluster(data_dir, port)
 
 
+def _socket_dir(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"lianxin-pg-{port}"
+
+
 def stop(data_dir: Path) -> None:
     data_dir = data_dir.resolve()
-    if _pid_info(data_dir) is None:
+    info = _pid_info(data_dir)
+    if info is None:
         return
     subprocess.run(
         [_bin("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
         capture_output=True,
         user=_run_as(),
     )
+    # The server made its socket in a folder of its own; leave nothing behind in /tmp.
+    shutil.rmtree(_socket_dir(info[1]), ignore_errors=True)
 
 
 def destroy(data_dir: Path) -> None:
