@@ -4,6 +4,8 @@ audit trail and the read model of the registry kept by its consumers."""
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,8 +41,13 @@ def create_app(
     return app
 
 
+@functools.cache
+def _default_app() -> FastAPI:
+    return create_app()
+
+
 def __getattr__(name: str) -> FastAPI:
-    # `uvicorn services.activities.app:app` builds the app on first access only.
+    # `uvicorn services.activities.app:app` builds the app once, on first access.
     if name == "app":
-        return create_app()
+        return _default_app()
     raise AttributeError(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,8 +54,13 @@ def create_app(
     return app
 
 
+@functools.cache
+def _default_app() -> FastAPI:
+    return create_app()
+
+
 def __getattr__(name: str) -> FastAPI:
-    # `uvicorn services.registry.app:app` builds the app on first access only.
+    # `uvicorn services.registry.app:app` builds the app once, on first access.
     if name == "app":
-        return create_app()
+        return _default_app()
     raise AttributeError(name)
