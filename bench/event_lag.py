@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ import uvloop
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench import _rows
 from common.auth import ALGORITHM
 from common.db import create_engine, make_sessionmaker, plain_url
 from services.registry.events import emit_member
@@ -59,6 +59,7 @@ from tools import nats as nats_server
 from tools.servers import UvicornProcess
 
 ROOT = Path(__file__).resolve().parent
+BUDGET_S = 420
 RESULTS = ROOT / "results" / "event_lag.json"
 FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
 
@@ -369,7 +370,8 @@ def enable_commit_timestamps(data_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.event_lag")
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--duration", type=float, default=20.0)
+    quick = os.environ.get("LIANXIN_BENCH_QUICK") == "1"
+    parser.add_argument("--duration", type=float, default=10.0 if quick else 20.0)
     parser.add_argument("--transport", nargs="+", choices=["direct", "nats"], default=None)
     parser.add_argument("--writer", choices=["asyncpg", "service", "api"], default="asyncpg")
     args = parser.parse_args(argv)
@@ -414,25 +416,32 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         with contextlib.suppress(Exception):
             pg.destroy(data_dir)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "event_lag",
-                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                },
-                "what": "commit of the registry write (member row + member.registered) -> "
-                "commit of the row in mobility.members (pg_xact_commit_timestamp of both)",
-                "results": [asdict(r) for r in results],
-            },
-            indent=2,
-            ensure_ascii=False,
+    rows: list[_rows.Row] = []
+    for r in results:
+        note = f"{r.writes} writes at {r.achieved_rate}/s ({r.writer}), {r.errors} errors"
+        rows.append(
+            _rows.row(
+                f"event lag registry->mobility p50 ({r.transport})", r.p50_ms, "ms", note=note
+            )
         )
-        + "\n"
+        rows.append(
+            _rows.row(
+                f"event lag registry->mobility p99 ({r.transport})",
+                r.p99_ms,
+                "ms",
+                target="value <= 1000",
+                note=note,
+            )
+        )
+    _rows.write(
+        "event_lag",
+        {
+            "what": "commit of the registry write (member row + member.registered) -> "
+            "commit of the row in mobility.members (pg_xact_commit_timestamp of both)",
+            "results": [asdict(r) for r in results],
+        },
+        rows,
+        out=RESULTS,
     )
     print(f"written to {RESULTS.relative_to(ROOT.parent)}")
     return 0 if all(r.projected >= r.writes for r in results) else 1

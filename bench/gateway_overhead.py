@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import httpx
@@ -36,13 +32,16 @@ import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench import _rows
 from common.auth import ALGORITHM
+from services.registry.idnumber import check_character
 from tools import migrate, pg
 from tools.servers import UvicornProcess
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "gateway_overhead.json"
 FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
+BUDGET_S = 600
 
 
 @dataclass
@@ -54,8 +53,7 @@ class Measurement:
     rps: float
     p50_ms: float
     p99_ms: float
-    gateway_cpu_ms_per_req: float | None
-    registry_cpu_ms_per_req: float
+    cpu_ms_per_req: dict[str, float]
 
 
 def keys() -> tuple[Ed25519PrivateKey, str, str]:
@@ -86,8 +84,8 @@ def admin_token(private: Ed25519PrivateKey, ttl_s: int = 3600) -> str:
     return jwt.encode(claims, private, algorithm=ALGORITHM)
 
 
-def seed(registry_url: str, token: str) -> str:
-    """One org, and a member in it when the registry has members: the path to read."""
+def seed(registry_url: str, token: str, members: int) -> tuple[str, list[str]]:
+    """An org and `members` members in it, through the registry's API: the member ids."""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=registry_url, headers=headers, timeout=30, trust_env=False) as c:
         r = c.post(
@@ -102,37 +100,54 @@ def seed(registry_url: str, token: str) -> str:
         )
         r.raise_for_status()
         org_id = r.json()["id"]
-        paths = c.get("/api/v1/registry/openapi.json").json()["paths"]
-        if "/api/v1/registry/members/{member_id}" in paths:
+        ids = []
+        for n in range(members):
+            serial = (2 * n + 1) % 1000  # odd: male
+            body = f"330402{1950 + n % 50}{1 + n % 12:02d}{1 + n % 28:02d}{serial:03d}"
             r = c.post(
                 "/api/v1/registry/members",
                 json={
-                    "name": "张三",
+                    "name": f"张{n}",
                     "gender": "male",
-                    "birth_date": "1970-01-01",
+                    "birth_date": f"{1950 + n % 50}-{1 + n % 12:02d}-{1 + n % 28:02d}",
+                    "id_number": body + check_character(body),
+                    "phone": f"138{n:08d}",
                     "category": "retired",
                     "org_id": org_id,
                 },
             )
-            if r.status_code == 201:
-                return f"/api/v1/registry/members/{r.json()['id']}"
-            print(f"(member not created: {r.status_code}; reading the org)", flush=True)
-        return f"/api/v1/registry/orgs/{org_id}"
+            if r.status_code != 201:
+                raise RuntimeError(f"seeding: {r.status_code} {r.text[:300]}")
+            ids.append(r.json()["id"])
+        return org_id, ids
 
 
 def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    """CPU seconds of a process and its children (uvicorn `--workers` forks them)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    process = psutil.Process(pid)
+    return (
+        float(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]))
+        / 2**20
+    )
 
 
 async def load(
-    url: str, token: str, *, concurrency: int, seconds: float
+    urls: list[str], token: str | None, *, concurrency: int, seconds: float
 ) -> tuple[list[float], int, float]:
-    """`concurrency` clients reading `url` back to back for `seconds`: latencies (s),
-    errors, elapsed."""
+    """`concurrency` clients reading `urls` (round robin) back to back for `seconds`:
+    latencies (s), errors, elapsed."""
     latencies: list[float] = []
     errors = 0
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -140,9 +155,12 @@ async def load(
         start = loop.time()
         end = start + seconds
 
-        async def client() -> None:
+        async def client(k: int) -> None:
             nonlocal errors
+            i = k
             while loop.time() < end:
+                url = urls[i % len(urls)]
+                i += concurrency
                 t0 = time.perf_counter()
                 try:
                     async with session.get(url, headers=headers) as r:
@@ -155,29 +173,54 @@ async def load(
                 else:
                     errors += 1
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
         return latencies, errors, loop.time() - start
 
 
-def measure(
+async def open_loop(
+    urls: list[str], token: str, *, rate: float, seconds: float
+) -> tuple[list[float], int, float]:
+    """Requests started on a fixed schedule (`rate` per second), whatever the earlier ones
+    are doing; each latency counts from its scheduled start (no coordinated omission)."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(url: str, due: float) -> None:
+            nonlocal errors
+            try:
+                async with session.get(url, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - due)
+            else:
+                errors += 1
+
+        started = time.perf_counter()
+        tasks = []
+        for i in range(int(rate * seconds)):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(urls[i % len(urls)], due)))
+        await asyncio.gather(*tasks)
+        return latencies, errors, time.perf_counter() - started
+
+
+def summarize(
     target: str,
-    url: str,
-    token: str,
-    *,
-    registry_pid: int,
-    gateway_pid: int | None,
-    concurrency: int,
-    warmup_s: float,
-    duration_s: float,
+    latencies: list[float],
+    errors: int,
+    elapsed: float,
+    cpu: dict[str, float],
 ) -> Measurement:
-    asyncio.run(load(url, token, concurrency=concurrency, seconds=warmup_s))
-    reg0 = cpu_seconds(registry_pid)
-    gw0 = cpu_seconds(gateway_pid) if gateway_pid else 0.0
-    latencies, errors, elapsed = asyncio.run(
-        load(url, token, concurrency=concurrency, seconds=duration_s)
-    )
-    reg1 = cpu_seconds(registry_pid)
-    gw1 = cpu_seconds(gateway_pid) if gateway_pid else 0.0
     n = len(latencies)
     if n == 0:
         raise RuntimeError(f"{target}: no successful request ({errors} errors)")
@@ -190,40 +233,66 @@ def measure(
         rps=round(n / elapsed, 1),
         p50_ms=round(statistics.median(ordered) * 1000, 2),
         p99_ms=round(ordered[min(n - 1, int(n * 0.99))] * 1000, 2),
-        gateway_cpu_ms_per_req=round((gw1 - gw0) / n * 1000, 3) if gateway_pid else None,
-        registry_cpu_ms_per_req=round((reg1 - reg0) / n * 1000, 3),
+        cpu_ms_per_req={k: round(v / n * 1000, 3) for k, v in cpu.items()},
     )
 
 
-def table(rows: list[Measurement], direct: Measurement) -> str:
-    head = (
-        f"{'target':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'err':>5}"
-        f"{'rps ratio':>11}{'p50 +ms':>9}{'gw CPU ms/req':>15}{'reg CPU ms/req':>16}"
+def measure(
+    target: str,
+    urls: list[str],
+    token: str | None,
+    pids: dict[str, int],
+    *,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+) -> Measurement:
+    asyncio.run(load(urls, token, concurrency=concurrency, seconds=warmup_s))
+    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    latencies, errors, elapsed = asyncio.run(
+        load(urls, token, concurrency=concurrency, seconds=duration_s)
     )
+    cpu = {k: cpu_seconds(pid) - before[k] for k, pid in pids.items()}
+    m = summarize(target, latencies, errors, elapsed, cpu)
+    print(f"  {m.target}: {m.rps} req/s, p50 {m.p50_ms} ms, CPU {m.cpu_ms_per_req}", flush=True)
+    return m
+
+
+def table(rows: list[Measurement]) -> str:
+    head = f"{'target':<36}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'err':>5}  CPU ms/req"
     lines = [head, "-" * len(head)]
     for m in rows:
-        ratio = direct.rps / m.rps
-        gw_cpu = "-" if m.gateway_cpu_ms_per_req is None else f"{m.gateway_cpu_ms_per_req:.3f}"
+        cpu = ", ".join(f"{k} {v:.3f}" for k, v in m.cpu_ms_per_req.items())
         lines.append(
-            f"{m.target:<24}{m.rps:>9.1f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}{m.errors:>5}"
-            f"{ratio:>10.2f}x{m.p50_ms - direct.p50_ms:>9.2f}{gw_cpu:>15}"
-            f"{m.registry_cpu_ms_per_req:>16.3f}"
+            f"{m.target:<36}{m.rps:>9.1f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}{m.errors:>5}  {cpu}"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    quick = os.environ.get("LIANXIN_BENCH_QUICK") == "1"
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_overhead")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per target")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--duration", type=float, default=4.0 if quick else 8.0)
+    parser.add_argument("--warmup", type=float, default=1.0 if quick else 2.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--members", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=400.0, help="open-loop requests/s")
     parser.add_argument("--transports", default="aiohttp,httpx")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    load_at_start = os.getloadavg()[0]
 
     data_dir = Path(tempfile.mkdtemp(prefix="lianxin-bench-pg-"))
     processes: list[UvicornProcess] = []
+
+    def start(
+        target: str, env: dict[str, str], *extra: str, ready: str = "/healthz"
+    ) -> UvicornProcess:
+        process = UvicornProcess(target, env=env, ready_path=ready, extra_args=(*FAST, *extra))
+        processes.append(process)
+        return process.start()
+
     try:
         cluster = pg.start(data_dir)
         migrate.upgrade_all(cluster.url)
@@ -236,79 +305,181 @@ def main(argv: list[str] | None = None) -> int:
             "LIANXIN_LOG_LEVEL": "WARNING",
             "LIANXIN_ADMIN_USER": "",
             "LIANXIN_ADMIN_PASSWORD": "",
+            "LIANXIN_CONSUMERS_ENABLED": "false",
         }
-        registry = UvicornProcess(
-            "services.registry.app:app", env=env, ready_path="/readyz", extra_args=FAST
+        registry = start("services.registry.app:app", env, ready="/readyz")
+        _, ids = seed(registry.url, token, args.members)
+        path = "/api/v1/registry/members/{id}"
+        paths = [path.format(id=i) for i in ids]
+        print(
+            f"reading {len(ids)} member cards ({path}), {args.concurrency} concurrent clients",
+            flush=True,
         )
-        processes.append(registry)
-        registry.start()
-        path = seed(registry.url, token)
-        print(f"reading {path} with {args.concurrency} concurrent clients", flush=True)
+        opts = {
+            "concurrency": args.concurrency,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+        }
+        rows: list[Measurement] = []
 
-        def run(target: str, url: str, gateway_pid: int | None) -> Measurement:
-            return measure(
-                target,
-                url,
-                token,
-                registry_pid=registry.pid,
-                gateway_pid=gateway_pid,
-                concurrency=args.concurrency,
-                warmup_s=args.warmup,
-                duration_s=args.duration,
+        baseline = start("bench._baseline_app:app", env)
+        rows.append(
+            measure(
+                "bare FastAPI + asyncpg (1 worker)",
+                [f"{baseline.url}/members/{i}" for i in ids],
+                None,
+                {"app": baseline.pid},
+                **opts,
             )
+        )
+        baseline.close()
+        direct1 = measure(
+            "registry (1 worker)",
+            [registry.url + p for p in paths],
+            token,
+            {"registry": registry.pid},
+            **opts,
+        )
+        rows.append(direct1)
+        registry.close()
+        registry2 = start("services.registry.app:app", env, "--workers", "2", ready="/readyz")
+        direct2 = measure(
+            "registry (2 workers)",
+            [registry2.url + p for p in paths],
+            token,
+            {"registry": registry2.pid},
+            **opts,
+        )
+        rows.append(direct2)
+        registry2.close()
 
-        direct = run("registry (direct)", registry.url + path, None)
-        rows = [direct]
+        registry = start("services.registry.app:app", env, ready="/readyz")
+        gateways: dict[str, Measurement] = {}
+        latency: Measurement | None = None
+        rss: dict[str, float] = {}
         for transport in transports:
-            gateway = UvicornProcess(
+            gateway = start(
                 "gateway.app:app",
-                env={
+                {
                     **env,
                     "LIANXIN_REGISTRY_URL": registry.url,
                     "LIANXIN_UPSTREAM_TRANSPORT": transport,
                     "LIANXIN_RATE_LIMIT_ENABLED": "false",
                 },
-                extra_args=FAST,
             )
-            processes.append(gateway)
-            gateway.start()
-            rows.append(run(f"gateway ({transport})", gateway.url + path, gateway.pid))
+            urls = [gateway.url + p for p in paths]
+            m = measure(
+                f"gateway ({transport}) + registry",
+                urls,
+                token,
+                {"gateway": gateway.pid, "registry": registry.pid},
+                **opts,
+            )
+            gateways[transport] = m
+            rows.append(m)
+            if transport == transports[0]:
+                before = {
+                    "gateway": cpu_seconds(gateway.pid),
+                    "registry": cpu_seconds(registry.pid),
+                }
+                lat, errors, elapsed = asyncio.run(
+                    open_loop(urls, token, rate=args.rate, seconds=args.duration)
+                )
+                cpu = {
+                    "gateway": cpu_seconds(gateway.pid) - before["gateway"],
+                    "registry": cpu_seconds(registry.pid) - before["registry"],
+                }
+                latency = summarize(
+                    f"gateway ({transport}) at {args.rate:.0f}/s open loop",
+                    lat,
+                    errors,
+                    elapsed,
+                    cpu,
+                )
+                print(f"  {latency.target}: p50 {latency.p50_ms}, p99 {latency.p99_ms}")
+                rows.append(latency)
+                rss = {"gateway": rss_mb(gateway.pid), "registry": rss_mb(registry.pid)}
             gateway.close()
         print()
-        print(table(rows, direct))
-        best = min(rows[1:], key=lambda m: m.gateway_cpu_ms_per_req or 0.0)
-        print(
-            f"\ngateway overhead ({best.target}): throughput x{direct.rps / best.rps:.2f} "
-            f"lower, p50 +{best.p50_ms - direct.p50_ms:.2f} ms, "
-            f"{best.gateway_cpu_ms_per_req:.3f} ms gateway CPU per proxied request"
+        print(table(rows))
+
+        best = gateways[transports[0]]
+        figures = [
+            _rows.row(
+                "registry member read (1 worker)",
+                direct1.rps,
+                "req/s",
+                baseline_name="bare FastAPI+asyncpg PK read",
+                baseline_value=rows[0].rps,
+                target="ratio >= 0.5",
+            ),
+            _rows.row(
+                f"member read via gateway ({transports[0]}), 1+1 procs",
+                best.rps,
+                "req/s",
+                baseline_name="registry direct, 2 workers",
+                baseline_value=direct2.rps,
+                target="ratio >= 0.75",
+            ),
+            _rows.row(
+                "gateway CPU per proxied request",
+                best.cpu_ms_per_req["gateway"],
+                "ms",
+                baseline_name="registry CPU per request",
+                baseline_value=best.cpu_ms_per_req["registry"],
+                target="value <= 0.3",
+            ),
+        ]
+        if latency is not None:
+            figures += [
+                _rows.row(
+                    f"member read via gateway @{args.rate:.0f}/s p50",
+                    latency.p50_ms,
+                    "ms",
+                    baseline_name="registry direct p50 (closed)",
+                    baseline_value=direct1.p50_ms,
+                    target="value <= 5",
+                ),
+                _rows.row(
+                    f"member read via gateway @{args.rate:.0f}/s p99",
+                    latency.p99_ms,
+                    "ms",
+                    target="value <= 12",
+                    note=f"{latency.requests} requests, {latency.errors} errors",
+                ),
+            ]
+        for transport, m in gateways.items():
+            if transport != transports[0]:
+                figures.append(
+                    _rows.row(
+                        f"gateway CPU per request, {transport} transport",
+                        m.cpu_ms_per_req["gateway"],
+                        "ms",
+                        baseline_name=f"{transports[0]} transport",
+                        baseline_value=best.cpu_ms_per_req["gateway"],
+                    )
+                )
+        for app, mb in rss.items():
+            figures.append(_rows.row(f"{app} RSS after the runs", mb, "MB", target="value <= 200"))
+        print()
+        print(_rows.table([asdict(f) for f in figures]))
+        written = _rows.write(
+            "gateway_overhead",
+            {
+                "path": path,
+                "members_read": len(ids),
+                "concurrency": args.concurrency,
+                "warmup_s": args.warmup,
+                "duration_s": args.duration,
+                "load_avg_at_start": round(load_at_start, 2),
+                "note": "load generator, apps and PostgreSQL share this machine; CPU per "
+                "request is each process's CPU time over the run / successful requests",
+                "results": [asdict(m) for m in rows],
+            },
+            figures,
+            out=args.out,
         )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        report: dict[str, Any] = {
-            "bench": "gateway_overhead",
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "path": path.replace(path.rsplit("/", 1)[-1], "{id}"),
-            "concurrency": args.concurrency,
-            "warmup_s": args.warmup,
-            "duration_s": args.duration,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
-            "note": "load generator, registry, gateway and PostgreSQL share this machine",
-            "results": [asdict(m) for m in rows],
-            "overhead": {
-                m.target: {
-                    "rps_ratio": round(direct.rps / m.rps, 3),
-                    "p50_added_ms": round(m.p50_ms - direct.p50_ms, 2),
-                    "p99_added_ms": round(m.p99_ms - direct.p99_ms, 2),
-                    "gateway_cpu_ms_per_req": m.gateway_cpu_ms_per_req,
-                }
-                for m in rows[1:]
-            },
-        }
-        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        print(f"written: {args.out}")
+        print(f"written: {written}")
     finally:
         for process in processes:
             process.close()

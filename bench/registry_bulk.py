@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import csv
 import io
-import json
 import os
 import platform
 import random
@@ -50,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from openpyxl import Workbook
 
+from bench import _rows
 from common.auth import ALGORITHM
 from common.db import plain_url
 from services.registry.idnumber import check_character
@@ -58,6 +58,7 @@ from tools.servers import UvicornProcess
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "registry_bulk.json"
+BUDGET_S = 900
 FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
 MEMBERS = "/api/v1/registry/members"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -460,6 +461,30 @@ def run_listing(
     )
 
 
+def run_listing_at(
+    base: str, path: str, target: str, members: int, *, concurrency: int, seconds: float
+) -> ListRun:
+    """A fixed URL (no token) for `seconds`: the baseline endpoint."""
+    asyncio.run(load(base, "", [path], concurrency=concurrency, seconds=1.0))  # warm-up
+    latencies, errors, elapsed = asyncio.run(
+        load(base, "", [path], concurrency=concurrency, seconds=seconds)
+    )
+    ordered = sorted(latencies)
+    n = len(ordered)
+    if n == 0:
+        raise RuntimeError(f"{target}: no successful request ({errors} errors)")
+    return ListRun(
+        target=target,
+        members_in_subtree=members,
+        pages="1",
+        requests=n,
+        errors=errors,
+        rps=round(n / elapsed, 1),
+        p50_ms=round(statistics.median(ordered) * 1000, 2),
+        p99_ms=round(ordered[min(n - 1, int(n * 0.99))] * 1000, 2),
+    )
+
+
 def tables(imports: list[ImportRun], listings: list[ListRun]) -> str:
     head = f"{'import':<28}{'rows':>8}{'MB':>7}{'s':>8}{'rows/s':>9}{'peak RSS MB':>13}"
     lines = [head, "-" * len(head)]
@@ -487,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per listing target")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--many", type=int, default=64, help="clients for the p99 run")
     parser.add_argument("--seed", type=int, default=2004)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -571,8 +597,74 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(f"  {run.target}: {run.rps} req/s, p50 {run.p50_ms} ms", flush=True)
                     listings.append(run)
+            # The same first page of the county through the bare keyset endpoint, and the
+            # registry's under many clients.
+            county_cursors, county_members = walk_pages(c, county.id)
+            baseline_app = UvicornProcess("bench._baseline_app:app", env=env, extra_args=FAST)
+            try:
+                baseline_app.start()
+                raw = run_listing_at(
+                    baseline_app.url,
+                    f"/orgs/{county.id}/members?limit=50",
+                    f"raw keyset, county {county.code} first",
+                    county_members,
+                    concurrency=args.concurrency,
+                    seconds=args.duration,
+                )
+            finally:
+                baseline_app.close()
+            print(f"  {raw.target}: {raw.rps} req/s, p50 {raw.p50_ms} ms", flush=True)
+            many = run_listing(
+                registry.url,
+                token,
+                f"county {county.code} first, {args.many} clients",
+                county.id,
+                county_cursors,
+                county_members,
+                deep=False,
+                concurrency=args.many,
+                seconds=args.duration,
+            )
+            print(f"  {many.target}: p99 {many.p99_ms} ms", flush=True)
+            listings += [raw, many]
         print()
         print(tables(imports, listings))
+        by_name = {i.name: i for i in imports}
+        county_first = next(
+            r for r in listings if r.target.startswith("county") and "first" in r.target
+        )
+        xlsx = by_name["xlsx, new members"]
+        figures = [
+            _rows.row(
+                f"card import, {xlsx.rows} xlsx rows",
+                xlsx.rows_per_s,
+                "rows/s",
+                baseline_name="csv, same rows",
+                baseline_value=by_name["csv, new members"].rows_per_s,
+            ),
+            _rows.row(
+                "card import xlsx: registry peak RSS",
+                xlsx.server_peak_rss_mb or 0.0,
+                "MB",
+                baseline_name="RSS before",
+                baseline_value=xlsx.server_rss_before_mb,
+                target="value <= 300",
+            ),
+            _rows.row(
+                f"subtree page of 50 ({county_first.members_in_subtree} members)",
+                county_first.rps,
+                "req/s",
+                baseline_name="raw keyset endpoint (bare)",
+                baseline_value=raw.rps,
+                target="ratio >= 0.5",
+            ),
+            _rows.row(
+                f"subtree page of 50, p99 at {args.many} clients",
+                many.p99_ms,
+                "ms",
+                note=f"{many.rps} req/s",
+            ),
+        ]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report: dict[str, Any] = {
             "bench": "registry_bulk",
@@ -594,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             "listings": [asdict(r) for r in listings],
             "total_s": round(time.perf_counter() - started, 1),
         }
-        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        print(_rows.table([asdict(f) for f in figures]))
+        _rows.write("registry_bulk", report, figures, out=args.out)
         print(f"\nwritten: {args.out} ({report['total_s']} s in all)")
     finally:
         if registry is not None:

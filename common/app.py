@@ -21,6 +21,7 @@ from common.logs import configure_logging
 from common.metrics import install_metrics
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from common.settings import BaseAppSettings
+from common.tracing import TracingMiddleware, instrument_engine, setup_tracing
 
 
 def create_service_app(
@@ -36,6 +37,8 @@ def create_service_app(
     upload_paths: Sequence[str] = (),
 ) -> FastAPI:
     configure_logging(settings.log_level)
+    name = title.split()[-1].lower()
+    tracing = setup_tracing(name, settings.otel_exporter_otlp_endpoint)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +51,8 @@ def create_service_app(
                 application_name=title.lower(),
             )
             app.state.sessionmaker = make_sessionmaker(engine)
+            if tracing is not None:
+                instrument_engine(engine, tracing.tracer)
         if on_startup is not None:
             await on_startup(app)
         try:
@@ -58,6 +63,8 @@ def create_service_app(
             if engine is not None:
                 await engine.dispose()
                 app.state.sessionmaker = None
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title=title,
@@ -86,8 +93,10 @@ def create_service_app(
 
     app.add_middleware(DeprecationMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    name = title.split()[-1].lower()
     install_metrics(app, name, schema=name)  # inside the request id
+    app.state.tracing = tracing
+    if tracing is not None:  # a span around the metrics, inside the request id
+        app.add_middleware(TracingMiddleware, tracer=tracing.tracer)
     app.add_middleware(RequestContextMiddleware)
 
     for router in routers:

@@ -125,7 +125,7 @@ class AuditEntry(BaseModel):
 
 
 def audit_router(table: Table, *, service: str) -> APIRouter:
-    """`GET /audit-log`: this service's trail, newest first, for auditors and admins (the
+    """`GET /audit-log`: this service's trail, newest first, for auditors only (the
     gateway merges every service's trail behind `GET /api/v1/audit`). A member may read the
     entries about themself with `subject_member_id` set to their own id."""
     router = APIRouter(tags=["audit"])
@@ -155,7 +155,8 @@ def audit_router(table: Table, *, service: str) -> APIRouter:
             and principal.member_id is not None
             and subject_member_id == principal.member_id
         )
-        if principal.role not in (Role.auditor, Role.admin) and not own:
+        # Separate duties: not even an admin reads the trail of what admins did.
+        if principal.role is not Role.auditor and not own:
             raise Forbidden("Only auditors read the audit log.")
         filters = {
             "actor": actor,

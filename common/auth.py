@@ -4,6 +4,8 @@ request that bypasses the gateway gets nothing."""
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,13 +29,18 @@ class Role(StrEnum):
     org_admin = "org_admin"
     org_viewer = "org_viewer"
     member = "member"
-    auditor = "auditor"
+    auditor = "auditor"  # reads the audit log, nothing else
+    security_admin = "security_admin"  # accounts, roles and API keys; no records, no audit
     integration = "integration"  # an API key of a work-unit org or an integrator
     service = "service"  # another Lianxin service
 
 
 WRITERS = frozenset({Role.admin, Role.org_admin})
 READERS = frozenset({Role.admin, Role.org_admin, Role.org_viewer, Role.integration})
+# Separate duties: the roles that read no party records at all (the audit log's reader and
+# the keeper of the accounts). An admin, in turn, reads no audit log and grants no role
+# above an org admin's.
+NO_RECORDS = frozenset({Role.auditor, Role.security_admin})
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,20 @@ def _ed25519_public(pem: str) -> Ed25519PublicKey:
     return key
 
 
+# Verified tokens remembered per verifier: a client sends the same token for minutes, and an
+# Ed25519 check plus JWT decoding is most of what a proxied read costs the gateway.
+TOKEN_CACHE_SIZE = 4096
+
+
 class TokenVerifier:
     """Verifies the gateway's access tokens and, when a service key is given, the tokens
     other Lianxin services sign for themselves (issuer `lianxin-services`, role `service`
-    only)."""
+    only).
+
+    A token that verified is remembered (raw token → its `Principal`, least recently used
+    first out, at most `cache_size`) until its own `exp`, never longer: access tokens are
+    not revocable before they expire, so the answer cannot change meanwhile. Failures are
+    never cached."""
 
     def __init__(
         self,
@@ -79,6 +96,7 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         service_public_key_pem: str | None = None,
+        cache_size: int = TOKEN_CACHE_SIZE,
     ) -> None:
         # Parse the PEM once: PyJWT would otherwise load it again on every verification.
         self._key = _ed25519_public(public_key_pem)
@@ -87,8 +105,24 @@ class TokenVerifier:
         self._service_key = (
             _ed25519_public(service_public_key_pem) if service_public_key_pem else None
         )
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._cache_size = max(0, cache_size)
 
     def verify(self, token: str) -> Principal:
+        hit = self._cache.get(token)
+        if hit is not None:
+            if time.time() < hit[0]:
+                self._cache.move_to_end(token)
+                return hit[1]
+            del self._cache[token]
+        principal, expires = self._verify(token)
+        if self._cache_size:
+            self._cache[token] = (expires, principal)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         key, issuer = self._key, self._issuer
         if self._service_key is not None:
             try:
@@ -116,7 +150,7 @@ class TokenVerifier:
         if issuer == SERVICE_ISSUER and claims.get("role") != Role.service.value:
             raise Unauthorized("A service token carries the role `service` only.")
         try:
-            return Principal(
+            principal = Principal(
                 subject=str(claims["sub"]),
                 role=Role(claims["role"]),
                 org_id=UUID(claims["org_id"]) if claims.get("org_id") else None,
@@ -125,8 +159,10 @@ class TokenVerifier:
                 username=claims.get("username"),
                 scopes=frozenset(claims.get("scopes") or ()),
             )
+            expires = float(claims["exp"])
         except (ValueError, TypeError) as exc:
             raise Unauthorized("The access token's claims are not valid.") from exc
+        return principal, expires
 
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/token")

@@ -5,7 +5,6 @@ database dump holds neither the values nor anything that can be reversed without
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 
@@ -67,4 +66,5 @@ class Lookup:
             raise ValueError("the lookup key must be at least 16 bytes")
 
     def digest(self, value: str, *, purpose: str) -> bytes:
-        return hmac.new(self._key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
+        # `hmac.digest`: the same HMAC in one C call (bulk imports hash 100,000 numbers).
+        return hmac.digest(self._key, f"{purpose}\x00{value}".encode(), "sha256")

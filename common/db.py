@@ -3,6 +3,7 @@ session, constraint naming, and the `ltree` column type used for org paths."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
@@ -31,6 +32,17 @@ metadata: MetaData = SQLModel.metadata
 metadata.naming_convention = NAMING_CONVENTION
 
 
+class _NoRowsLogged(logging.Filter):
+    """SQLAlchemy's engine logs every row it reads at DEBUG: names, addresses, whatever a
+    table holds. Personal data never goes to a log, whatever level an operator sets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_NoRowsLogged())
+
+
 def async_url(url: str) -> str:
     """`postgresql://…` (any driver suffix) → the asyncpg dialect SQLAlchemy needs."""
     parsed = make_url(url)
@@ -51,10 +63,17 @@ def create_engine(
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Never the statement's values in a log line or an error message: they may be
+        # personal (an address, a name) even where the sensitive ones are encrypted.
+        hide_parameters=True,
         connect_args={
             "server_settings": {
                 "statement_timeout": str(statement_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",
+                # A statement whose client is gone (the app crashed, the network broke) is
+                # cancelled within a second instead of running on holding its locks and
+                # its Idempotency-Key until it ends by itself.
+                "client_connection_check_interval": "1000",
                 "application_name": kwargs.pop("application_name", "lianxin"),
             }
         },

@@ -4,6 +4,7 @@ handlers renders those, request validation, HTTP errors and anything unexpected.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -200,6 +201,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI could not read the body (bytes that are not UTF-8): the same payload
+        # error as malformed JSON, which FastAPI already reports as a validation error.
+        return problem_response(
+            422,
+            "Validation failed",
+            slug="validation",
+            detail="The request body is not valid JSON in UTF-8.",
+            errors=[FieldError(field="body", message="not valid JSON in UTF-8")],
+        )
     slug, title = _STATUS_SLUGS.get(exc.status_code, ("error", "Error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(
@@ -209,6 +220,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         detail=detail,
         headers=dict(exc.headers or {}),
     )
+
+
+UNEXPECTED_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -221,6 +241,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
             "Internal error",
             slug="internal",
             detail="An unexpected error occurred; it has been logged.",
+            # Sent by the outermost middleware, past every other: the hardening headers
+            # the gateway's edge adds to everything else are set here.
+            headers=dict(UNEXPECTED_HEADERS),
         )
     finally:
         request_id_var.reset(token)
@@ -280,7 +303,9 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if known is None and code is not None and code.startswith("08"):
         known = (503, "Service unavailable", "unavailable", "The database is unreachable.")
     if known is None and isinstance(getattr(exc, "orig", None), OSError | ConnectionError):
-        known = (503, "Service unavailable", "unavailable", "The database is unreachable.")
+        known = _UNREACHABLE
+    if known is None and getattr(exc, "connection_invalidated", False):
+        known = _UNREACHABLE  # the connection died under the statement
     if known is None:
         return await _unexpected(request, exc)
     status, title, slug, detail = known
@@ -290,12 +315,41 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(status, title, slug=slug, detail=detail, headers=headers)
 
 
+_UNREACHABLE = (503, "Service unavailable", "unavailable", "The database is unreachable.")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to reach (or stay connected to) a server: refused, reset, timed out, a
+    name that does not resolve; asyncpg's "Multiple exceptions: ... Connect call failed"
+    when every address of a host refused."""
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    return isinstance(exc, OSError) and "Connect call failed" in str(exc)
+
+
+async def _connection_error(request: Request, exc: Exception) -> JSONResponse:
+    """Opening a database connection fails with the socket's own error (SQLAlchemy wraps
+    only the driver's errors): while the server is down or restarting that is a 503 the
+    client may retry, not a 500."""
+    if not _unreachable(exc):
+        return await _unexpected(request, exc)
+    log.warning("unreachable (%s) on %s", type(exc).__name__, request.url.path)
+    return problem_response(
+        503,
+        "Service unavailable",
+        slug="unavailable",
+        detail="A server this service depends on is unreachable; retry later.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from asyncpg import PostgresError
     from sqlalchemy.exc import DBAPIError
 
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(PostgresError, _database_error)
+    app.add_exception_handler(OSError, _connection_error)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

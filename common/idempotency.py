@@ -90,7 +90,12 @@ async def run_idempotent(
         {"ns": f"{table.schema}.idempotency", "ck": f"{caller}\x1f{key}"},
     )
     if not locked:
-        raise Conflict("A request with this Idempotency-Key is still being processed.")
+        # Retry soon: the first request finishes, or (its client gone) the server cancels
+        # it within a second (common/db.py) and the key is free again.
+        raise Conflict(
+            "A request with this Idempotency-Key is still being processed.",
+            headers={"Retry-After": "1"},
+        )
     row = (
         await session.execute(
             select(table.c.fingerprint, table.c.status_code, table.c.body).where(

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from common.auth import ALGORITHM, SERVICE_ISSUER
 from common.errors import ServiceUnavailable
+from common.tracing import inject_trace
 
 TOKEN_TTL_S = 120
 
@@ -49,6 +50,7 @@ async def call_service(
     if not private_key_pem:
         raise ServiceUnavailable("No service key is configured for calls to other services.")
     headers = {"Authorization": f"Bearer {service_token(private_key_pem, subject=subject)}"}
+    inject_trace(headers)  # the caller's trace goes on (nothing when tracing is off)
     try:
         async with httpx.AsyncClient(transport=transport, timeout=timeout_s) as client:
             return await client.request(method, url, json=json, headers=headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -11,18 +11,27 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
 from common.metrics import install_metrics
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
+from common.tracing import (
+    TracingMiddleware,
+    inject_into_request,
+    instrument_engine,
+    setup_tracing,
+)
 from gateway import health, openapi
 from gateway.audit.routes import router as audit_router
 from gateway.auth.credentials import authorize_upstream
 from gateway.auth.setup import bootstrap as bootstrap_auth
 from gateway.auth.setup import install_auth
+from gateway.dashboard.routes import router as dashboard_router
 from gateway.middleware import SecurityHeadersMiddleware
 from gateway.openapi import ServiceDocs
 from gateway.proxy import PROXIED_METHODS, Proxy, make_client
@@ -53,6 +62,7 @@ def create_app(
     and DNS that webhook deliveries see."""
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level)
+    tracing = setup_tracing("gateway", settings.otel_exporter_otlp_endpoint)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,9 +74,16 @@ def create_app(
                 statement_timeout_ms=settings.db_statement_timeout_ms,
                 application_name="gateway",
             )
+            if tracing is not None:
+                instrument_engine(engine, tracing.tracer)
         app.state.sessionmaker = sessionmaker or make_sessionmaker(engine)
         await bootstrap_auth(app)
         async with make_client(settings, transport) as client:
+            if tracing is not None:  # every call to a service carries the trace
+                client.event_hooks = {
+                    **client.event_hooks,
+                    "request": [*client.event_hooks["request"], inject_into_request],
+                }
             app.state.proxy = Proxy.from_settings(settings, client, authorize=authorize_upstream)
             app.state.service_docs = ServiceDocs(
                 client, settings.upstreams(), ttl_s=settings.openapi_cache_ttl_s
@@ -94,6 +111,8 @@ def create_app(
                     await limiter.aclose()
                 if engine is not None:
                     await engine.dispose()
+                if tracing is not None:
+                    tracing.shutdown()
 
     app = FastAPI(
         title="Lianxin",
@@ -144,14 +163,30 @@ def create_app(
     # `/metrics` (the gateway's own; the services' stay on the internal network) and the
     # access log, inside the request id.
     install_metrics(app, "gateway", services=settings.upstreams(), schema="gateway")
+    app.state.tracing = tracing
+    if tracing is not None:  # a span around the metrics, inside the request id
+        app.add_middleware(TracingMiddleware, tracer=tracing.tracer, services=settings.upstreams())
     app.add_middleware(RequestContextMiddleware, trust_forwarded=False)
 
+    # Each service's own prefix first (none of the gateway's routes lives under one): a
+    # proxied request then matches at once instead of after every gateway route, and as a
+    # plain Starlette route it skips FastAPI's parameter solving (it has none to solve).
+    for name in settings.upstreams():
+        app.router.routes.append(
+            _ProxyRoute(
+                f"/api/v1/{name}/{{path:path}}",
+                _forward_to(name),
+                methods=list(PROXIED_METHODS),
+                include_in_schema=False,
+            )
+        )
     app.include_router(health.router)
     app.include_router(openapi.router)
     install_auth(app, settings, clock=clock)  # /api/v1/auth
     app.include_router(audit_router)  # /api/v1/audit, /api/v1/auth/me/access-log
     app.include_router(webhooks_router)  # /api/v1/webhooks
     app.include_router(reports_router)  # /api/v1/reports
+    app.include_router(dashboard_router)  # /dashboard (a web page, not in the OpenAPI)
 
     # The catch-all goes last: the gateway's own `/api/v1/...` routes match first.
     @app.api_route(
@@ -161,11 +196,30 @@ def create_app(
         summary="Forward to the service that owns the path",
         include_in_schema=False,
     )
-    async def forward(request: Request, service: str, path: str) -> StreamingResponse:
+    async def forward(request: Request, service: str, path: str) -> Response:
         proxy: Proxy = request.app.state.proxy
         return await proxy.forward(request, service, path)
 
     return app
+
+
+class _ProxyRoute(Route):
+    """A plain route that names itself in the scope, as FastAPI's routes do (the metrics
+    label requests by the matched route's template)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
+def _forward_to(service: str) -> Callable[[Request], Awaitable[Response]]:
+    async def forward(request: Request) -> Response:
+        proxy: Proxy = request.app.state.proxy
+        return await proxy.forward(request, service, request.path_params["path"])
+
+    return forward
 
 
 @functools.cache

@@ -48,6 +48,7 @@ class UserRole(StrEnum):
     org_viewer = "org_viewer"
     member = "member"
     auditor = "auditor"
+    security_admin = "security_admin"
 
 
 class ApiKeyScope(StrEnum):

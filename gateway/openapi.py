@@ -25,8 +25,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
+from pydantic.json_schema import models_json_schema
 
-from common.errors import problem_openapi
+from common.errors import PROBLEM_JSON, Problem, problem_openapi
 
 log = logging.getLogger("lianxin.gateway.openapi")
 
@@ -48,6 +49,11 @@ SECURITY_SCHEMES: dict[str, Any] = {
     },
 }
 BOTH_WAYS_IN: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKey": []}]
+PROBLEM_REF = "#/components/schemas/Problem"
+BOTH_CREDENTIALS_400: dict[str, Any] = {
+    "description": "Bad request",
+    "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+}
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # Never public, whoever declares them.
 _INTERNAL = re.compile(r"(/audit-log$|/docs(/.*)?$|/openapi\.json$)")
@@ -258,6 +264,10 @@ class _Merger:
             return
         if through_gateway:
             operation["security"] = copy.deepcopy(BOTH_WAYS_IN)
+            # The gateway refuses a bearer token and an API key sent together
+            # (`authorize_upstream`), before the service sees the request.
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", copy.deepcopy(BOTH_CREDENTIALS_400))
             return
         mapped: list[dict[str, list[str]]] = []
         for requirement in security:
@@ -311,7 +321,115 @@ def merge_documents(
         "components": components,
         "tags": list(merger.tags.values()),
     }
+    add_links(doc)
+    _ensure_problem_schema(doc)
     return doc
+
+
+def _ensure_problem_schema(doc: dict[str, Any]) -> None:
+    """The `Problem` schema the gateway's own 400s refer to, if no document brought it."""
+    schemas = doc["components"].setdefault("schemas", {})
+    if "Problem" in schemas or PROBLEM_REF not in set(iter_refs(doc["paths"])):
+        return
+    _, defs = models_json_schema(
+        [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
+    )
+    for name, schema in defs.get("$defs", {}).items():
+        schemas.setdefault(name, schema)
+
+
+# OpenAPI links of the main flows: what a client (or a stateful fuzzer) does next with the
+# `id` of a record it just created. Creating operationId → {link name: (operationId, path
+# parameter)}; a link whose operations are not in the document is left out.
+LINKS: dict[str, dict[str, tuple[str, str]]] = {
+    "createOrg": {
+        "GetOrg": ("getOrg", "org_id"),
+        "UpdateOrg": ("updateOrg", "org_id"),
+        "ListOrgChildren": ("listOrgChildren", "org_id"),
+        "GetOrgReport": ("getOrgReport", "org_id"),
+    },
+    "createMember": {
+        "GetMember": ("getMember", "member_id"),
+        "UpdateMember": ("updateMember", "member_id"),
+        "GetMemberIdNumber": ("getMemberIdNumber", "member_id"),
+        "GetMemberPoints": ("getMemberPoints", "member_id"),
+    },
+    "createTransfer": {
+        "GetTransfer": ("getTransfer", "transfer_id"),
+        "IssueTransferLetter": ("issueTransferLetter", "transfer_id"),
+        "ReceiveTransfer": ("receiveTransfer", "transfer_id"),
+        "RejectTransfer": ("rejectTransfer", "transfer_id"),
+    },
+    "createMobileMember": {
+        "GetMobileMember": ("getMobileMember", "card_id"),
+        "AddMobileMemberContact": ("addMobileMemberContact", "card_id"),
+        "ReturnMobileMember": ("returnMobileMember", "card_id"),
+    },
+    "createLink": {
+        "GetLink": ("getLink", "link_id"),
+        "ReportLink": ("reportLink", "link_id"),
+        "GiveLinkFeedback": ("giveLinkFeedback", "link_id"),
+        "EndLink": ("endLink", "link_id"),
+    },
+    "createActivity": {
+        "GetActivity": ("getActivity", "activity_id"),
+        "UpdateActivity": ("updateActivity", "activity_id"),
+        "ListActivityAttendance": ("listActivityAttendance", "activity_id"),
+        "SetActivityAttendance": ("setActivityAttendance", "activity_id"),
+        "SignUpForActivity": ("signUpForActivity", "activity_id"),
+    },
+    "createHelpRequest": {
+        "GetHelpRequest": ("getHelpRequest", "request_id"),
+        "ListHelpRequestCandidates": ("listHelpRequestCandidates", "request_id"),
+        "AssignHelpRequest": ("assignHelpRequest", "request_id"),
+        "ClaimHelpRequest": ("claimHelpRequest", "request_id"),
+        "CompleteHelpRequest": ("completeHelpRequest", "request_id"),
+        "CloseHelpRequest": ("closeHelpRequest", "request_id"),
+    },
+    "createTalk": {"GetTalk": ("getTalk", "talk_id")},
+    "logServiceHours": {"VerifyServiceHours": ("verifyServiceHours", "entry_id")},
+    "createProgram": {
+        "GetProgram": ("getProgram", "program_id"),
+        "AdoptProgram": ("adoptProgram", "program_id"),
+    },
+    "createRoleAssignment": {"EndRoleAssignment": ("endRoleAssignment", "assignment_id")},
+    "createApiKey": {"RevokeApiKey": ("revokeApiKey", "key_id")},
+    "createWebhook": {
+        "GetWebhook": ("getWebhook", "webhook_id"),
+        "ListWebhookDeliveries": ("listWebhookDeliveries", "webhook_id"),
+        "ReplayWebhookEvents": ("replayWebhookEvents", "webhook_id"),
+        "DeleteWebhook": ("deleteWebhook", "webhook_id"),
+    },
+}
+
+
+def add_links(doc: dict[str, Any]) -> None:
+    """`LINKS` onto the creating operations' success responses, in place."""
+    operations: dict[str, dict[str, Any]] = {}
+    for item in (doc.get("paths") or {}).values():
+        for method in HTTP_METHODS:
+            operation = item.get(method) if isinstance(item, dict) else None
+            if isinstance(operation, dict) and isinstance(operation.get("operationId"), str):
+                operations[operation["operationId"]] = operation
+    for source, links in LINKS.items():
+        operation = operations.get(source)
+        if operation is None:
+            continue
+        responses = operation.get("responses") or {}
+        success = next((r for s, r in sorted(responses.items()) if str(s).startswith("2")), None)
+        if not isinstance(success, dict):
+            continue
+        found = {
+            name: {
+                "operationId": target,
+                "parameters": {parameter: "$response.body#/id"},
+                "description": f"`{parameter}` is the `id` of the created record.",
+            }
+            for name, (target, parameter) in links.items()
+            if target in operations
+        }
+        if found:
+            success["links"] = found
 
 
 def gateway_document(app: FastAPI) -> dict[str, Any]:

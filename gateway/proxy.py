@@ -18,11 +18,12 @@ import anyio
 import httpx
 from httpx_aiohttp import AiohttpTransport as _BaseAiohttpTransport
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from common.context import request_id_var
 from common.errors import AppError, GatewayTimeout, NotFound, ServiceUnavailable
+from common.tracing import trace_headers
 from gateway.breaker import CircuitBreaker
 from gateway.ratelimit import enforce as enforce_rate_limit
 from gateway.settings import GatewaySettings
@@ -55,6 +56,10 @@ _REQUEST_DROP = HOP_BY_HOP | {
 }
 # The gateway's server stamps its own `date` and `server`; two of each would be wrong.
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server", "x-request-id"}
+_REQUEST_DROP_B = frozenset(n.encode("latin-1") for n in _REQUEST_DROP)
+_RESPONSE_DROP_B = frozenset(n.encode("latin-1") for n in _RESPONSE_DROP)
+# An answer up to this size with a `Content-Length` is read whole and sent in one piece.
+BUFFER_MAX_BYTES = 64 * 1024
 
 PROXIED_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -75,14 +80,17 @@ class _RequestBodyFailed(Exception):
     """Reading the client's body failed (too large, or the client went away)."""
 
 
-def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> set[str]:
+def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Header names listed in `Connection` are hop-by-hop too."""
-    tokens: set[str] = set()
+    tokens: set[bytes] = set()
     for name, value in raw:
         if name.lower() == b"connection":
-            names = value.decode("latin-1").split(",")
-            tokens.update(n.strip().lower() for n in names if n.strip())
-    return tokens
+            tokens.update(n.strip().lower() for n in value.split(b",") if n.strip())
+    return frozenset(tokens)
+
+
+def _lists_connection(raw: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"connection" for name, _ in raw)
 
 
 @dataclass
@@ -91,6 +99,10 @@ class Upstream:
     base_url: httpx.URL
     timeout: httpx.Timeout
     breaker: CircuitBreaker
+
+    @property
+    def timeout_extension(self) -> dict[str, float | None]:
+        return self.timeout.as_dict()
 
 
 class _Body:
@@ -135,6 +147,9 @@ def _has_body(request: Request) -> bool:
     return length is not None and length.strip() not in ("", "0")
 
 
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+
+
 class Proxy:
     def __init__(
         self,
@@ -146,6 +161,10 @@ class Proxy:
     ) -> None:
         self.upstreams = upstreams
         self.client = client
+        # Requests go straight to the client's transport: `client.send` would add the
+        # client's cookie jar (one for every caller: a service's `Set-Cookie` would be
+        # replayed to it for the next caller) and per-request work a proxy has no use for.
+        self._transport: httpx.AsyncBaseTransport = client._transport
         self.authorize = authorize
         self.retries = max(0, retries)
 
@@ -177,7 +196,7 @@ class Proxy:
             )
         return cls(upstreams, client, authorize=authorize, retries=settings.upstream_retries)
 
-    async def forward(self, request: Request, service: str, path: str) -> StreamingResponse:
+    async def forward(self, request: Request, service: str, path: str) -> Response:
         upstream = self.upstreams.get(service)
         if upstream is None:
             raise NotFound(f"There is no service {service!r}.")
@@ -190,11 +209,14 @@ class Proxy:
         for attempt in range(attempts):
             probe = upstream.breaker.acquire()  # raises CircuitOpen: 503, no connect attempt
             try:
-                response = await self.client.send(
-                    self.client.build_request(
-                        method, url, headers=headers, content=body, timeout=upstream.timeout
-                    ),
-                    stream=True,
+                response = await self._transport.handle_async_request(
+                    httpx.Request(
+                        method,
+                        url,
+                        headers=headers,
+                        content=body,
+                        extensions={"timeout": upstream.timeout_extension},
+                    )
                 )
             except httpx.TransportError as exc:
                 if body is not None and body.error is not None:
@@ -231,7 +253,7 @@ class Proxy:
                 raise
             else:
                 upstream.breaker.success()
-                return self._response(response)
+                return await self._response(response, service)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _authorize(self, request: Request) -> None:
@@ -249,8 +271,9 @@ class Proxy:
             raise failure
 
     def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
-        drop = _REQUEST_DROP | _connection_tokens(request.headers.raw)
-        out = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in drop]
+        raw = request.headers.raw  # ASGI servers give header names in lower case
+        drop = _REQUEST_DROP_B | _connection_tokens(raw) if _lists_connection(raw) else None
+        out = [(k, v) for k, v in raw if k.lower() not in (drop or _REQUEST_DROP_B)]
         out.append((b"x-request-id", (request_id_var.get() or "").encode("latin-1")))
         client = request.client
         if client is not None:
@@ -260,6 +283,9 @@ class Proxy:
         host = request.headers.get("host")
         if host:
             out.append((b"x-forwarded-host", host.encode("latin-1")))
+        traced = trace_headers()  # the gateway's span, when tracing is on
+        if traced:
+            out = [(k, v) for k, v in out if k not in _TRACE_HEADERS] + traced
         return out
 
     @staticmethod
@@ -272,14 +298,27 @@ class Proxy:
         return error
 
     @staticmethod
-    def _response(upstream: httpx.Response) -> StreamingResponse:
-        drop = _RESPONSE_DROP | _connection_tokens(upstream.headers.raw)
+    async def _response(upstream: httpx.Response, service: str) -> Response:
+        """The service's answer, relayed: a small body of known length read whole and
+        sent as one (no relay task per request), anything else streamed as it arrives."""
+        raw = upstream.headers.raw
+        drop = _RESPONSE_DROP_B | _connection_tokens(raw) if _lists_connection(raw) else None
+        headers = [(k.lower(), v) for k, v in raw if k.lower() not in (drop or _RESPONSE_DROP_B)]
+        length = upstream.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= BUFFER_MAX_BYTES:
+            try:
+                content = b"".join([chunk async for chunk in upstream.aiter_raw()])
+            except httpx.TransportError as exc:
+                raise UpstreamUnavailable(f"The {service} service failed to answer.") from exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await upstream.aclose()
+            whole = Response(status_code=upstream.status_code)
+            whole.body = content
+            whole.raw_headers = headers
+            return whole
         response = _UpstreamResponse(upstream)
-        response.raw_headers = [
-            (k.lower(), v)
-            for k, v in upstream.headers.raw
-            if k.decode("latin-1").lower() not in drop
-        ]
+        response.raw_headers = headers
         return response
 
 

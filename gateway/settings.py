@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -10,10 +10,18 @@ from pydantic import AliasChoices, Field
 from common.settings import BaseAppSettings, is_ed25519_private, read_pem
 
 DEV_ADMIN_PASSWORD = "lianxin-admin"  # noqa: S105 - the documented local-run default
+DEV_SECURITY_ADMIN_PASSWORD = "lianxin-security"  # noqa: S105 - likewise
 MIN_ADMIN_PASSWORD_LENGTH = 12
 
 
 class GatewaySettings(BaseAppSettings):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = (
+        *BaseAppSettings.SECRET_FIELDS,
+        "jwt_private_key",
+        "admin_password",
+        "security_admin_password",
+        "redis_url",
+    )
     port: int = 8000
     registry_url: str = "http://127.0.0.1:8001"
     mobility_url: str = "http://127.0.0.1:8002"
@@ -58,6 +66,9 @@ class GatewaySettings(BaseAppSettings):
     # The first admin, created at startup when no admin exists.
     admin_user: str | None = None
     admin_password: str | None = None
+    # The first security admin (accounts, roles, API keys), likewise, when none exists.
+    security_admin_user: str | None = None
+    security_admin_password: str | None = None
     # --- audit (gateway/audit) ---
     # How long the merged audit log waits for each service's trail.
     audit_source_timeout_s: float = 5.0
@@ -74,13 +85,21 @@ class GatewaySettings(BaseAppSettings):
 
     def production_problems(self) -> list[str]:
         problems = super().production_problems()
-        if self.admin_password is not None:
-            if self.admin_password == DEV_ADMIN_PASSWORD:
-                problems.append("the default admin password: set LIANXIN_ADMIN_PASSWORD")
-            elif len(self.admin_password) < MIN_ADMIN_PASSWORD_LENGTH:
-                problems.append(
-                    f"LIANXIN_ADMIN_PASSWORD: at least {MIN_ADMIN_PASSWORD_LENGTH} characters"
-                )
+        for who, variable, password, default in (
+            ("admin", "LIANXIN_ADMIN_PASSWORD", self.admin_password, DEV_ADMIN_PASSWORD),
+            (
+                "security admin",
+                "LIANXIN_SECURITY_ADMIN_PASSWORD",
+                self.security_admin_password,
+                DEV_SECURITY_ADMIN_PASSWORD,
+            ),
+        ):
+            if password is None:
+                continue
+            if password == default:
+                problems.append(f"the default {who} password: set {variable}")
+            elif len(password) < MIN_ADMIN_PASSWORD_LENGTH:
+                problems.append(f"{variable}: at least {MIN_ADMIN_PASSWORD_LENGTH} characters")
         private = read_pem(self.jwt_private_key, self.jwt_private_key_file)
         if private is None:
             problems.append("a missing token signing key: set LIANXIN_JWT_PRIVATE_KEY(_FILE)")

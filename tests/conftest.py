@@ -69,6 +69,7 @@ COMMITTED_TABLES = {
         "idempotency_keys",
         "outbox",
         "consumer_cursors",
+        "scheduled_jobs",
     ],
     "mobility": [
         "feedback",

@@ -13,7 +13,7 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from common.settings import BaseAppSettings
+from common.settings import BaseAppSettings, secret_file_variables
 from gateway.settings import GatewaySettings
 from services.activities.settings import ActivitiesSettings
 from services.mobility.settings import MobilitySettings
@@ -36,6 +36,8 @@ MEANINGS: dict[str, str] = {
     "environment": "`development`, `test` or `production`; production refuses development "
     "keys, the default admin password and missing or non-Ed25519 token keys",
     "database_url": "the PostgreSQL every app uses (`postgresql://user:pw@host:port/db`)",
+    "database_password": "the database password, replacing the URL's (give it as "
+    "`LIANXIN_DATABASE_PASSWORD_FILE`: the PostgreSQL container's password secret)",
     "db_pool_size": "connections each process keeps in its pool",
     "db_statement_timeout_ms": "bound on every query",
     "jwt_public_key": "PEM text of the gateway's token-signing public key (Ed25519)",
@@ -50,6 +52,9 @@ MEANINGS: dict[str, str] = {
     "service_private_key_file": "file holding that key",
     "data_keys": "`id:base64key,...` AES-256-GCM keys for sensitive fields; the first "
     "encrypts, all decrypt",
+    "data_keys_file": "file of data keys (one `id:base64key` a line, newest first, `#` "
+    "comments); wins over `data_keys`. Rotation: docs/keys.md",
+    "lookup_key_file": "file holding the lookup key; wins over `lookup_key`",
     "lookup_key": "base64 HMAC key (≥ 32 bytes in production) for exact lookups of encrypted "
     "values; never rotated",
     "consumers_enabled": "run event consumers (and the outbox relay, the webhook fan-out) "
@@ -57,6 +62,9 @@ MEANINGS: dict[str, str] = {
     "nats_url": "`nats://host:4222`: relay outboxes to JetStream and consume from there; "
     "unset: consume from the outbox tables",
     "events_poll_interval_s": "polling fallback when no notification comes",
+    "otel_exporter_otlp_endpoint": "OTLP/HTTP base URL (`http://collector:4318`): trace every "
+    "request (W3C `traceparent` across gateway and services, spans per SQL statement); unset: "
+    "no tracing at all",
     "max_body_bytes": "request body limit",
     "max_upload_bytes": "body limit of imports and sync uploads",
     "log_level": "level of the JSON logs on stderr",
@@ -65,7 +73,10 @@ MEANINGS: dict[str, str] = {
     "import_max_rows": "rows one member import may hold",
     "registry_url": "where the registry answers (mobility: work-unit sync; gateway: routing)",
     "lost_contact_days": "no contact for this long turns a mobile member `lost_contact`",
-    "lost_contact_sweep_s": "how often `mobile.lost_contact` is published for newly silent cards",
+    "lost_contact_sweep_s": "how often `mobile.lost_contact` is published for newly silent cards "
+    "(once per period across all replicas)",
+    "transfer_expiry_sweep_s": "how often overdue transfer letters are stored as `expired` "
+    "(once per period across all replicas; reads treat them as expired anyway)",
     "unreported_days": "a dual-management link still pending after this many days is an alert",
     "org_life_months": "no organizational life attended for this many months is an alert",
     "sync_chunk": "persons one call to the registry carries during a sync",
@@ -100,6 +111,9 @@ MEANINGS: dict[str, str] = {
     "argon2_parallelism": "argon2id lanes",
     "admin_user": "the first admin, created at startup when no admin exists",
     "admin_password": "its password (production: not `lianxin-admin`, ≥ 12 characters)",
+    "security_admin_user": "the first security admin (accounts, roles, API keys), created at "
+    "startup when none exists",
+    "security_admin_password": "its password (production: not `lianxin-security`, ≥ 12 characters)",
     "audit_source_timeout_s": "how long the merged audit log waits for each service",
     "webhook_retry_delays_s": "JSON list: waits before each retry of a failed delivery",
     "webhook_timeout_s": "per delivery attempt",
@@ -121,8 +135,10 @@ def env_names(settings: type[BaseSettings], name: str, field: FieldInfo) -> list
 
 
 def env_vars(settings: type[BaseSettings]) -> set[str]:
-    """Every environment variable an app reads (`_FILE` variants are fields of their own)."""
-    return {n for name, f in settings.model_fields.items() for n in env_names(settings, name, f)}
+    """Every environment variable an app reads, the secrets' `_FILE` variants included."""
+    names = {n for name, f in settings.model_fields.items() for n in env_names(settings, name, f)}
+    secrets = getattr(settings, "SECRET_FIELDS", ())
+    return names | {v for name in secrets for v in secret_file_variables(settings, name)}
 
 
 def _default(field: FieldInfo) -> str:
@@ -143,6 +159,8 @@ def table() -> str:
     for app, settings in APPS.items():
         for name, field in settings.model_fields.items():
             names = env_names(settings, name, field)
+            if name in getattr(settings, "SECRET_FIELDS", ()):
+                names += secret_file_variables(settings, name)
             default = _default(field)
             if name == "port":  # one default per app
                 default = f"`{field.get_default()}`"

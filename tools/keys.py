@@ -1,8 +1,14 @@
 """Development key material under .data/keys: the gateway's token-signing pair and the
-services' own pair (service-to-service calls)."""
+services' own pair (service-to-service calls); for a deployment (`python -m tools.keys
+deploy/secrets`) also the data keys, the lookup key and the first admin's password, as the
+secret files docker-compose.yml mounts."""
 
 from __future__ import annotations
 
+import base64
+import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -32,9 +38,35 @@ def ensure_signing_keys(directory: Path, *, name: str = "jwt") -> tuple[Path, Pa
     return private, public
 
 
+def ensure_secret_files(directory: Path) -> list[Path]:
+    """`data_keys` (one new AES-256 key, id `k1`), `lookup_key` (32 random bytes),
+    `admin_password`, `security_admin_password` and each app's database role password
+    (`db_<app>_password`), base64/text without a newline, made once (0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    makers: dict[str, Callable[[], str]] = {
+        "data_keys": lambda: "k1:" + base64.b64encode(os.urandom(32)).decode(),
+        "lookup_key": lambda: base64.b64encode(os.urandom(32)).decode(),
+        "admin_password": lambda: secrets.token_urlsafe(18),
+        "security_admin_password": lambda: secrets.token_urlsafe(18),
+        # Each app's own database role (tools/db_roles.py; the migrate job sets them).
+        **{
+            f"db_{app}_password": lambda: secrets.token_urlsafe(24)
+            for app in ("registry", "mobility", "activities", "gateway")
+        },
+    }
+    paths = []
+    for name, make in makers.items():
+        path = directory / name
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(make())
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
-    """`python -m tools.keys <dir>`: both Ed25519 pairs in <dir> (e.g. deploy/secrets for the
-    compose file), kept if they already exist."""
+    """`python -m tools.keys <dir>`: both Ed25519 pairs and the secret files in <dir> (e.g.
+    deploy/secrets for the compose file), each kept if it already exists."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tools.keys")
@@ -43,6 +75,8 @@ def main() -> None:
     for name in ("jwt", "service"):
         for path in ensure_signing_keys(args.directory, name=name):
             print(path)
+    for path in ensure_secret_files(args.directory):
+        print(path)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 from alembic import command
@@ -22,9 +23,22 @@ def histories() -> list[str]:
     return [s for s in SCHEMAS if (ROOT / "alembic" / s / "env.py").exists()]
 
 
-def upgrade_all(url: str, revision: str = "head") -> None:
+def upgrade_all(
+    url: str,
+    revision: str = "head",
+    *,
+    roles: bool = True,
+    role_passwords: Mapping[str, str] | None = None,
+) -> None:
+    """Every history to `revision`, then (unless `roles=False`) the services' database roles
+    and grants (tools/db_roles.py; passwords from the environment unless given). `url` is
+    the owner's."""
     for schema in histories():
         command.upgrade(config(schema, url), revision)
+    if roles:
+        from tools.db_roles import apply_roles
+
+        apply_roles(url, role_passwords)
 
 
 def downgrade_all(url: str) -> None:

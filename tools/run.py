@@ -1,14 +1,17 @@
 """`make run`: PostgreSQL (embedded unless DATABASE_URL is set), migrations, then every app
-under one supervisor. Ctrl-C stops them all, and the embedded server; data stays in .data/."""
+under one supervisor, each as its own database role (tools/db_roles.py; passwords in
+.data/secrets/). Ctrl-C stops them all, and the embedded server; data stays in .data/."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
 
 from tools import migrate, pg
+from tools.db_roles import SCHEMAS, passwords_from_env, role_url
 from tools.keys import ensure_signing_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +48,22 @@ def _load_demo_if_empty(url: str) -> None:
         print(f"Demo city loaded in {loaded.seconds:.0f}s (LIANXIN_DEMO=0 skips it).", flush=True)
 
 
+def db_role_passwords(folder: Path) -> dict[str, str]:
+    """The apps' database passwords: from the environment (`LIANXIN_<S>_DB_PASSWORD[_FILE]`),
+    else random ones kept in `folder/db_<schema>_password` (0600), made on first use."""
+    found = passwords_from_env()
+    for schema in SCHEMAS:
+        if schema in found:
+            continue
+        file = folder / f"db_{schema}_password"
+        if not file.exists():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            file.touch(mode=0o600)
+            file.write_text(secrets.token_urlsafe(24))
+        found[schema] = file.read_text().strip()
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.run")
     parser.add_argument("--migrate-only", action="store_true")
@@ -62,7 +81,8 @@ def main() -> int:
         url = os.environ["DATABASE_URL"]
     private, public = ensure_signing_keys(DATA / "keys")
     service_private, service_public = ensure_signing_keys(DATA / "keys", name="service")
-    migrate.upgrade_all(url)
+    role_passwords = db_role_passwords(DATA / "secrets")
+    migrate.upgrade_all(url, role_passwords=role_passwords)
     print("Migrations applied: " + ", ".join(migrate.histories()), flush=True)
     if args.migrate_only:
         return 0
@@ -88,6 +108,8 @@ def main() -> int:
     )
     env.setdefault("LIANXIN_ADMIN_USER", "admin")
     env.setdefault("LIANXIN_ADMIN_PASSWORD", "lianxin-admin")
+    env.setdefault("LIANXIN_SECURITY_ADMIN_USER", "security")
+    env.setdefault("LIANXIN_SECURITY_ADMIN_PASSWORD", "lianxin-security")
     manager = Manager(Printer(sys.stdout))
     started = []
     for name, module, port in APPS:
@@ -95,16 +117,24 @@ def main() -> int:
             continue
         cmd = (
             f"{sys.executable} -m uvicorn {module}:app --host 127.0.0.1 --port {port} "
-            "--no-access-log --loop uvloop --http httptools"
+            "--no-access-log --no-server-header --loop uvloop --http httptools"
         )
-        manager.add_process(name, cmd, env=env)
+        # Each app as its own database role (tools/db_roles.py), never as the owner.
+        app_env = {**env, "DATABASE_URL": role_url(url, name, role_passwords.get(name))}
+        manager.add_process(name, cmd, env=app_env)
         started.append((name, port))
     print("\nLianxin is starting:", flush=True)
     for name, port in started:
         print(f"  {name:<10} http://127.0.0.1:{port}", flush=True)
     print("  API docs   http://127.0.0.1:8000/docs", flush=True)
+    print("  dashboard  http://127.0.0.1:8000/dashboard", flush=True)
     print(
         f"  admin login: {env['LIANXIN_ADMIN_USER']} / {env['LIANXIN_ADMIN_PASSWORD']}", flush=True
+    )
+    print(
+        f"  security admin login (accounts, API keys): {env['LIANXIN_SECURITY_ADMIN_USER']} / "
+        f"{env['LIANXIN_SECURITY_ADMIN_PASSWORD']}",
+        flush=True,
     )
     print("Ctrl-C stops everything.\n", flush=True)
     try:

@@ -63,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return probe(args.app, args.probe)
 
     if args.app == "migrate":
+        from common.settings import DatabaseSettings
         from tools import migrate
 
-        url = os.environ.get("DATABASE_URL") or os.environ.get("LIANXIN_DATABASE_URL")
+        url = DatabaseSettings().database_url  # `_FILE` and the password secret applied
         if not url:
             parser.error("migrate needs DATABASE_URL")
         migrate.upgrade_all(url)
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         access_log=False,  # common/metrics.py logs each request (no query string, no body)
         proxy_headers=False,
+        server_header=False,  # no `server: uvicorn` (OWASP API8: no stack fingerprint)
         loop="uvloop",
         http="httptools",
         log_config=None,

@@ -64,6 +64,7 @@ class UvicornProcess:
                     "--port",
                     str(self.port),
                     "--no-access-log",
+                    "--no-server-header",
                     "--log-level",
                     "warning",
                     "--timeout-graceful-shutdown",

@@ -16,7 +16,7 @@ import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import UserDefinedType
 
+from common.bulk import insert_rows
 from common.db import NAMING_CONVENTION
 
 CHANNEL = "lianxin_outbox"
@@ -147,15 +148,21 @@ class SensitiveField(ValueError):
     """An event payload carried a field no event may carry."""
 
 
+# Values that hold no keys: not descended into (bulk writes check 20,000 payloads).
+_LEAVES = (str, int, float, bool, type(None), uuid.UUID, datetime, date)
+
+
 def _refuse_sensitive(value: Any, where: str = "payload") -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if key in SENSITIVE_KEYS:
                 raise SensitiveField(f"{where}.{key} may not appear in an event")
-            _refuse_sensitive(item, f"{where}.{key}")
+            if not isinstance(item, _LEAVES):
+                _refuse_sensitive(item, f"{where}.{key}")
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            _refuse_sensitive(item, f"{where}[{i}]")
+            if not isinstance(item, _LEAVES):
+                _refuse_sensitive(item, f"{where}[{i}]")
 
 
 async def emit(
@@ -214,8 +221,8 @@ async def emit_many(session: AsyncSession, table: Table, events: Iterable[EventR
                 "payload": to_jsonable_python(dict(event.payload)),
             }
         )
-    if rows:
-        await session.execute(insert(table), rows)
+    # One statement for the lot (arrays through `unnest`), not one parameter set per row.
+    await insert_rows(session, table, rows)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`GET /api/v1/audit` (auditors and admins) and `GET /api/v1/auth/me/access-log` (a member:
+"""`GET /api/v1/audit` (auditors only) and `GET /api/v1/auth/me/access-log` (a member:
 who read or changed their record)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
 from common.audit import AuditEntry
-from common.auth import Principal, PrincipalDep, Role, require_roles
+from common.auth import Principal, PrincipalDep, Role
 from common.db import SessionDep
 from common.errors import Forbidden, problem_responses
 from common.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
@@ -22,7 +22,15 @@ from gateway.ratelimit import enforce as enforce_rate_limit
 
 router = APIRouter(tags=["audit"], dependencies=[Depends(enforce_rate_limit)])
 
-AuditorDep = Annotated[Principal, Depends(require_roles(Role.auditor))]
+
+async def _auditor_only(principal: PrincipalDep) -> Principal:
+    """Auditors only: unlike `require_roles`, an admin does not pass (separate duties)."""
+    if principal.role is not Role.auditor:
+        raise Forbidden("Only auditors read the audit log.")
+    return principal
+
+
+AuditorDep = Annotated[Principal, Depends(_auditor_only)]
 Text = Annotated[str | None, Query(max_length=200)]
 
 
@@ -71,6 +79,7 @@ def _remote(request: Request) -> RemoteTrails:
     "/api/v1/audit",
     operation_id="listAuditLog",
     summary="The merged audit trail: who did what to which record, when, from where",
+    description="For auditors only (not even admins: separate duties).",
     response_model=AuditPage,
     responses=problem_responses(401, 403, 422),
 )

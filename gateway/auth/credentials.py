@@ -14,7 +14,8 @@ from gateway.auth.state import AuthState
 
 # Service paths that are internal: the gateway reads them itself (raw audit logs) or only
 # services call them (the registry's bulk person resolution); clients never do.
-INTERNAL_SEGMENTS = frozenset({"audit-log", "persons"})
+# A service's own API docs stay inside too: the public document is the gateway's merged one.
+INTERNAL_SEGMENTS = frozenset({"audit-log", "persons", "docs", "redoc", "openapi.json"})
 # The only paths an API key may write to: the work-unit sync API.
 SYNC_PREFIX = "/api/v1/mobility/sync/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

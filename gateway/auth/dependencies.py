@@ -12,8 +12,10 @@ from common.db import SessionDep
 from gateway.auth.registry import RegistryClient
 from gateway.auth.state import AuthStateDep
 
-# Admins always pass `require_roles`.
-AccountManagerDep = Annotated[Principal, Depends(require_roles(Role.org_admin))]
+# Admins always pass `require_roles`; what each may grant is decided in service/users.py.
+AccountManagerDep = Annotated[
+    Principal, Depends(require_roles(Role.org_admin, Role.security_admin))
+]
 
 
 def get_registry(request: Request) -> RegistryClient:

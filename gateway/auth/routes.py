@@ -151,7 +151,10 @@ async def get_me(principal: PrincipalDep) -> Me:
     "/users",
     status_code=status.HTTP_201_CREATED,
     operation_id="createUser",
-    summary="Create an account (admins; org admins within their scope)",
+    summary="Create an account (security admins; admins and org admins: org roles only)",
+    description="A security admin creates accounts of every role but `member`; an admin "
+    "creates org admins, viewers and members anywhere, an org admin the same within their "
+    "scope. Only a security admin grants `admin`, `security_admin` or `auditor`.",
     response_model=UserPublic,
     responses=problem_responses(401, 403, 404, 409, 422, 503),
 )

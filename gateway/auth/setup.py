@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from gateway.auth.routes import router
 from gateway.auth.service.users import ensure_first_admin
 from gateway.auth.state import AuthState, Clock
+from gateway.models import UserRole
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("lianxin.gateway.auth")
@@ -25,15 +26,32 @@ def install_auth(app: FastAPI, settings: GatewaySettings, *, clock: Clock | None
 
 async def bootstrap(app: FastAPI) -> None:
     """Creates the first admin from `LIANXIN_ADMIN_USER`/`LIANXIN_ADMIN_PASSWORD` when no
-    admin exists; runs in the lifespan once the sessionmaker is there."""
+    admin exists, and the first security admin from `LIANXIN_SECURITY_ADMIN_USER`/
+    `LIANXIN_SECURITY_ADMIN_PASSWORD` when none exists; runs in the lifespan once the
+    sessionmaker is there."""
     state: AuthState = app.state.auth
-    username, password = state.settings.admin_user, state.settings.admin_password
-    if not username or not password:
-        log.info("first admin: LIANXIN_ADMIN_USER/LIANXIN_ADMIN_PASSWORD not set, skipped")
-        return
-    async with app.state.sessionmaker() as session, session.begin():
-        created = await ensure_first_admin(
-            session, username=username, password=password, hasher=state.hasher
-        )
-    if created:
-        log.info("first admin %r created", username)
+    settings = state.settings
+    for role, username, password, variables in (
+        (
+            UserRole.admin,
+            settings.admin_user,
+            settings.admin_password,
+            "LIANXIN_ADMIN_USER/LIANXIN_ADMIN_PASSWORD",
+        ),
+        (
+            UserRole.security_admin,
+            settings.security_admin_user,
+            settings.security_admin_password,
+            "LIANXIN_SECURITY_ADMIN_USER/LIANXIN_SECURITY_ADMIN_PASSWORD",
+        ),
+    ):
+        who = "admin" if role is UserRole.admin else "security admin"
+        if not username or not password:
+            log.info("first %s: %s not set, skipped", who, variables)
+            continue
+        async with app.state.sessionmaker() as session, session.begin():
+            created = await ensure_first_admin(
+                session, username=username, password=password, hasher=state.hasher, role=role
+            )
+        if created:
+            log.info("first %s %r created", who, username)

@@ -32,11 +32,12 @@ BLOCKED_NETWORKS = tuple(
         "198.18.0.0/15",  # benchmarking
         "224.0.0.0/4",  # multicast
         "240.0.0.0/4",  # reserved, broadcast
-        "::/128",
-        "::1/128",
+        "::/96",  # unspecified, loopback and the deprecated IPv4-compatible ::a.b.c.d
+        "2001::/32",  # Teredo: tunnels to an embedded IPv4 address
         "64:ff9b::/96",  # NAT64: embeds an IPv4 address
         "fc00::/7",  # unique local (AWS metadata fd00:ec2::254)
         "fe80::/10",
+        "fec0::/10",  # deprecated site-local
         "ff00::/8",
     )
 )
@@ -66,6 +67,8 @@ def is_blocked(address: IPAddress) -> bool:
         mapped = address.ipv4_mapped or address.sixtofour
         if mapped is not None:
             return is_blocked(mapped)
+    if not address.is_global:  # every special-purpose range (documentation, reserved, ...)
+        return True
     return any(address in net for net in BLOCKED_NETWORKS if net.version == address.version)
 
 

@@ -42,7 +42,7 @@ class NotesCipher:
         return self.keys.decrypt(blob, purpose=PURPOSE)
 
 
-def get_notes_cipher(request: Request) -> NotesCipher:
+async def get_notes_cipher(request: Request) -> NotesCipher:
     cipher: NotesCipher = request.app.state.notes_cipher
     return cipher
 

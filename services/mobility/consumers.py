@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.events.consumer import Consumer
 from common.events.outbox import Event
 from common.events.runtime import lifespan_hooks
+from common.schedule import run_periodic
 from services.mobility.models import SCHEMA, consumer_cursors, transfers
 from services.mobility.projections import registry_consumer
 from services.mobility.service.alerts import ORG_LIFE_TYPES
@@ -106,16 +107,21 @@ _start_consumers, _stop_consumers = lifespan_hooks(
 
 
 async def _announce_lost_contacts(app: FastAPI) -> None:
-    """Publish `mobile.lost_contact` for cards that fell silent, every so often (reads
-    never wait for it: they compute the status themselves)."""
+    """Publish `mobile.lost_contact` for cards that fell silent, once per sweep period
+    across every replica (`common/schedule.py`); reads never wait for it: they compute the
+    status themselves."""
     settings: MobilitySettings = app.state.settings
-    while True:
-        try:
-            async with app.state.sessionmaker() as session, session.begin():
-                await publish_lost_contacts(session, days=settings.lost_contact_days)
-        except Exception:
-            log.exception("announcing lost contacts failed; retrying later")
-        await asyncio.sleep(settings.lost_contact_sweep_s)
+
+    async def sweep(session: AsyncSession) -> None:
+        await publish_lost_contacts(session, days=settings.lost_contact_days)
+
+    await run_periodic(
+        app.state.sessionmaker,
+        SCHEMA,
+        "mobility.lost_contacts",
+        sweep,
+        every_s=settings.lost_contact_sweep_s,
+    )
 
 
 async def on_startup(app: FastAPI) -> None:

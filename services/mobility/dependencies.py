@@ -36,12 +36,12 @@ class FieldCrypto:
         return None if blob is None else self.keys.decrypt(blob, purpose=purpose)
 
 
-def get_crypto(request: Request) -> FieldCrypto:
+async def get_crypto(request: Request) -> FieldCrypto:
     crypto: FieldCrypto = request.app.state.crypto
     return crypto
 
 
-def get_settings(request: Request) -> MobilitySettings:
+async def get_settings(request: Request) -> MobilitySettings:
     settings: MobilitySettings = request.app.state.settings
     return settings
 

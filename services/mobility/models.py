@@ -41,6 +41,7 @@ from common.events.consumer import cursor_table
 from common.events.outbox import outbox_table
 from common.events.projection import projected_members_table, projected_orgs_table
 from common.idempotency import idempotency_table
+from common.schedule import scheduled_jobs_table
 
 SCHEMA = "mobility"
 
@@ -102,6 +103,8 @@ consumer_cursors = cursor_table(metadata, SCHEMA)
 outbox = outbox_table(metadata, SCHEMA)
 idempotency_keys = idempotency_table(metadata, SCHEMA)
 audit_log = audit_table(metadata, SCHEMA)
+# The last tick each periodic job claimed (common/schedule.py: once across replicas).
+scheduled_jobs = scheduled_jobs_table(metadata, SCHEMA)
 
 # Orders the changes a work unit reads back (`GET /sync/{org_id}/changes`).
 change_seq = Sequence("change_seq", schema=SCHEMA, metadata=metadata)

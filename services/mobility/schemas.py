@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from types import GenericAlias
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core.core_schema import CoreSchema
 
 from services.mobility.models import CardStatus, Channel, Direction, LinkMode, LinkStatus, Rating
 
@@ -227,6 +237,23 @@ class SyncMember(BaseModel):
     mode: LinkMode = LinkMode.direct
 
 
+class RowsDocumentedAs:
+    """A list validated as loose objects but documented with the model of its rows, so
+    that generated clients get typed rows while the service can report each bad row."""
+
+    def __init__(self, row: type[BaseModel]) -> None:
+        self.row = row
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        documented = handler(schema)
+        # Through a list, so that the row model is a named component, not inlined.
+        rows: Any = GenericAlias(list, (self.row,))
+        documented["items"] = handler(TypeAdapter[Any](rows).core_schema)["items"]
+        return documented
+
+
 class SyncRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -249,9 +276,12 @@ class SyncRequest(BaseModel):
         },
     )
 
-    mode: str = Field(pattern="^(full|delta)$")
-    # Rows are checked one by one, so one bad row does not reject the others.
-    members: list[dict[str, Any]] = Field(max_length=50_000)
+    mode: Literal["full", "delta"]
+    # Rows are checked one by one, so one bad row does not reject the others: they are
+    # taken as objects here and documented as `SyncMember`s for clients.
+    members: Annotated[list[dict[str, Any]], RowsDocumentedAs(SyncMember)] = Field(
+        max_length=50_000
+    )
 
 
 class SyncRowError(BaseModel):

@@ -47,7 +47,7 @@ class FieldCrypto:
         return json.loads(self.keys.decrypt(blob, purpose=_SEALED))
 
 
-def get_crypto(request: Request) -> FieldCrypto:
+async def get_crypto(request: Request) -> FieldCrypto:
     crypto: FieldCrypto = request.app.state.crypto
     return crypto
 

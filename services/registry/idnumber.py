@@ -3,6 +3,7 @@ and the masked forms that responses carry instead of the values."""
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -34,7 +35,9 @@ class IdNumber:
 
 def check_character(body: str) -> str:
     """The 18th character for the first 17 digits."""
-    return _CHECK[sum(int(d) * w for d, w in zip(body, _WEIGHTS, strict=True)) % 11]
+    if len(body) != len(_WEIGHTS):
+        raise ValueError("the body of an ID number is 17 digits")
+    return _CHECK[sum(map(operator.mul, map(int, body), _WEIGHTS)) % 11]
 
 
 def parse(raw: str) -> IdNumber:

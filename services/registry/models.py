@@ -31,6 +31,7 @@ from common.db import LTree, check_in, metadata
 from common.events.consumer import cursor_table
 from common.events.outbox import outbox_table
 from common.idempotency import idempotency_table
+from common.schedule import scheduled_jobs_table
 
 SCHEMA = "registry"
 
@@ -344,3 +345,5 @@ audit_log = audit_table(metadata, SCHEMA)
 # whatever reads them from here (the NATS relay).
 outbox = outbox_table(metadata, SCHEMA)
 consumer_cursors = cursor_table(metadata, SCHEMA)
+# The last tick each periodic job claimed (common/schedule.py: once across replicas).
+scheduled_jobs = scheduled_jobs_table(metadata, SCHEMA)

@@ -124,7 +124,7 @@ class TestReadiness:
 class TestSettings:
     def test_production_refuses_development_keys(self) -> None:
         with pytest.raises(ValueError, match="development data keys"):
-            BaseAppSettings(environment="production")  # type: ignore[arg-type]
+            BaseAppSettings(environment="production")
 
 
 class TestForwardedFor:

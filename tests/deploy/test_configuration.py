@@ -87,7 +87,7 @@ class TestProductionRefusals:
 
     def test_development_is_lenient(self) -> None:
         GatewaySettings(
-            environment="development",  # type: ignore[arg-type]
+            environment="development",
             admin_password="lianxin-admin",
             jwt_public_key_file=None,
             jwt_private_key_file=None,
@@ -150,7 +150,7 @@ class TestProductionRefusals:
     def test_every_problem_is_named_at_once(self) -> None:
         with pytest.raises(ValueError) as info:
             GatewaySettings(
-                environment="production",  # type: ignore[arg-type]
+                environment="production",
                 admin_password="lianxin-admin",
                 jwt_public_key_file=None,
                 jwt_private_key_file=None,

@@ -34,6 +34,10 @@ from tests.registry.factories import Tree, build_tree
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "bootstrap-admin-2024"
+SECURITY_ADMIN_USER = "security"
+SECURITY_ADMIN_PASSWORD = "bootstrap-security-2024"
+# Roles only a security admin grants (separate duties).
+PRIVILEGED_ROLES = frozenset({"admin", "auditor", "security_admin"})
 PASSWORD = "Correct-horse-42"  # meets the policy; use for test accounts
 
 SERVICES = ("registry", "mobility", "activities")
@@ -138,6 +142,8 @@ def gateway_settings(database_url: str) -> GatewaySettings:
         activities_url="http://activities",
         admin_user=ADMIN_USER,
         admin_password=ADMIN_PASSWORD,
+        security_admin_user=SECURITY_ADMIN_USER,
+        security_admin_password=SECURITY_ADMIN_PASSWORD,
         # Cheap hashes: tests log in a lot. Production keeps the RFC 9106 defaults.
         argon2_time_cost=1,
         argon2_memory_kib=1024,
@@ -212,11 +218,23 @@ def admin_client(gw: Callable[..., httpx.AsyncClient], admin_token: str) -> http
 
 
 @pytest.fixture
+async def security_client(
+    gw: Callable[..., httpx.AsyncClient],
+    login: Callable[[str, str], Awaitable[dict[str, Any]]],
+) -> httpx.AsyncClient:
+    """The bootstrap security admin (accounts, roles and API keys)."""
+    return gw((await login(SECURITY_ADMIN_USER, SECURITY_ADMIN_PASSWORD))["access_token"])
+
+
+@pytest.fixture
 def make_user(
     admin_client: httpx.AsyncClient,
+    gw: Callable[..., httpx.AsyncClient],
+    login: Callable[[str, str], Awaitable[dict[str, Any]]],
 ) -> Callable[..., Awaitable[tuple[str, str]]]:
     """`await make_user("org_admin", org_id=...)` → `(username, password)`, created by the
-    bootstrap admin (or by `by=<client>`)."""
+    bootstrap admin — or, for the roles only they grant (admin, auditor, security_admin),
+    the bootstrap security admin — or by `by=<client>`."""
 
     async def do(
         role: str,
@@ -233,7 +251,11 @@ def make_user(
             body["org_id"] = org_id
         if member_id is not None:
             body["member_id"] = member_id
-        r = await (by or admin_client).post("/api/v1/auth/users", json=body)
+        creator = by or admin_client
+        if by is None and role in PRIVILEGED_ROLES:
+            pair = await login(SECURITY_ADMIN_USER, SECURITY_ADMIN_PASSWORD)
+            creator = gw(pair["access_token"])
+        r = await creator.post("/api/v1/auth/users", json=body)
         assert r.status_code == 201, r.text
         return name, password
 

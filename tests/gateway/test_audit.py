@@ -40,6 +40,12 @@ async def _all_pages(c: httpx.AsyncClient, url: str, **params: Any) -> list[dict
     raise AssertionError("too many pages")
 
 
+@pytest.fixture
+async def auditor_client(as_user: AsUser) -> httpx.AsyncClient:
+    """An auditor (made by the security admin): the only role reading the trail."""
+    return await as_user("auditor")
+
+
 class TestMergedAuditLog:
     async def test_a_write_shows_who_when_from_where_with_the_request_id(
         self, admin_client: httpx.AsyncClient, as_user: AsUser, tree: Tree
@@ -69,31 +75,45 @@ class TestMergedAuditLog:
         assert entry["at"]
 
     async def test_gateway_events_are_merged_in(
-        self, anon: httpx.AsyncClient, admin_client: httpx.AsyncClient
+        self,
+        auditor_client: httpx.AsyncClient,
+        anon: httpx.AsyncClient,
+        admin_client: httpx.AsyncClient,
     ) -> None:
         await anon.post("/api/v1/auth/token", data={"username": ADMIN_USER, "password": "x"})
-        r = await admin_client.get(AUDIT, params={"action": "auth.login"})
+        r = await auditor_client.get(AUDIT, params={"action": "auth.login"})
         outcomes = {(e["service"], e["outcome"]) for e in r.json()["items"]}
         assert {("gateway", "failure"), ("gateway", "success")} <= outcomes
 
     async def test_missing_services_are_named_not_fatal(
-        self, admin_client: httpx.AsyncClient, service_apps: dict[str, FastAPI]
+        self,
+        auditor_client: httpx.AsyncClient,
+        admin_client: httpx.AsyncClient,
+        service_apps: dict[str, FastAPI],
     ) -> None:
-        r = await admin_client.get(AUDIT)
+        r = await auditor_client.get(AUDIT)
         assert r.status_code == 200
         assert r.json()["incomplete"] == _missing(service_apps)
 
     async def test_a_stopped_registry_is_named_too(
-        self, admin_client: httpx.AsyncClient, upstream: Any, service_apps: dict[str, FastAPI]
+        self,
+        auditor_client: httpx.AsyncClient,
+        admin_client: httpx.AsyncClient,
+        upstream: Any,
+        service_apps: dict[str, FastAPI],
     ) -> None:
         del upstream._transports["registry"]
-        r = await admin_client.get(AUDIT)
+        r = await auditor_client.get(AUDIT)
         assert r.status_code == 200
         assert "registry" in r.json()["incomplete"]
         assert all(e["service"] == "gateway" for e in r.json()["items"])
 
     async def test_pages_merge_exactly(
-        self, admin_client: httpx.AsyncClient, anon: httpx.AsyncClient, tree: Tree
+        self,
+        auditor_client: httpx.AsyncClient,
+        admin_client: httpx.AsyncClient,
+        anon: httpx.AsyncClient,
+        tree: Tree,
     ) -> None:
         for i in range(4):
             await make_org(
@@ -104,36 +124,47 @@ class TestMergedAuditLog:
                 name=f"楼{i}",
             )
             await anon.post("/api/v1/auth/token", data={"username": ADMIN_USER, "password": "x"})
-        whole = (await admin_client.get(AUDIT, params={"limit": 500})).json()["items"]
-        paged = await _all_pages(admin_client, AUDIT, limit=3)
+        whole = (await auditor_client.get(AUDIT, params={"limit": 500})).json()["items"]
+        paged = await _all_pages(auditor_client, AUDIT, limit=3)
         assert [e["id"] for e in paged] == [e["id"] for e in whole]
         assert len({e["service"] for e in whole}) == 2
         keys = [(e["at"], e["id"]) for e in whole]
         assert keys == sorted(keys, reverse=True)
 
     async def test_filters_apply_to_every_source(
-        self, admin_client: httpx.AsyncClient, tree: Tree
+        self, auditor_client: httpx.AsyncClient, admin_client: httpx.AsyncClient, tree: Tree
     ) -> None:
-        items = await _all_pages(admin_client, AUDIT, actor=ADMIN_USER, limit=2)
+        items = await _all_pages(auditor_client, AUDIT, actor=ADMIN_USER, limit=2)
         assert items and all(e["actor"] == ADMIN_USER for e in items)
         assert {e["service"] for e in items} == {"gateway", "registry"}
 
     async def test_a_cursor_from_other_filters_is_422(
-        self, admin_client: httpx.AsyncClient, tree: Tree
+        self, auditor_client: httpx.AsyncClient, admin_client: httpx.AsyncClient, tree: Tree
     ) -> None:
-        first = (await admin_client.get(AUDIT, params={"limit": 1})).json()
-        r = await admin_client.get(
+        first = (await auditor_client.get(AUDIT, params={"limit": 1})).json()
+        r = await auditor_client.get(
             AUDIT, params={"limit": 1, "cursor": first["next_cursor"], "actor": "x"}
         )
         assert r.status_code == 422
-        bad = await admin_client.get(AUDIT, params={"cursor": "not-a-cursor"})
+        bad = await auditor_client.get(AUDIT, params={"cursor": "not-a-cursor"})
         assert bad.status_code == 422
 
-    async def test_naive_times_are_422(self, admin_client: httpx.AsyncClient) -> None:
-        r = await admin_client.get(AUDIT, params={"since": "2026-01-01T00:00:00"})
+    async def test_naive_times_are_422(
+        self, auditor_client: httpx.AsyncClient, admin_client: httpx.AsyncClient
+    ) -> None:
+        r = await auditor_client.get(AUDIT, params={"since": "2026-01-01T00:00:00"})
         assert r.status_code == 422
-        ok = await admin_client.get(AUDIT, params={"since": "2026-01-01T00:00:00+08:00"})
+        ok = await auditor_client.get(AUDIT, params={"since": "2026-01-01T00:00:00+08:00"})
         assert ok.status_code == 200
+
+    async def test_admins_and_security_admins_get_403(
+        self, admin_client: httpx.AsyncClient, as_user: AsUser
+    ) -> None:
+        """Separate duties: whoever does the work, or keeps the accounts, reads no trail."""
+        for c in (admin_client, await as_user("security_admin")):
+            r = await c.get(AUDIT)
+            assert r.status_code == 403
+            assert r.headers["content-type"] == "application/problem+json"
 
     @pytest.mark.parametrize("role", ["org_admin", "org_viewer"])
     async def test_org_roles_get_403(self, as_user: AsUser, tree: Tree, role: str) -> None:
@@ -165,18 +196,23 @@ class TestMergedAuditLog:
 
 class TestGatewayEvents:
     async def test_user_and_key_events_are_recorded(
-        self, admin_client: httpx.AsyncClient, tree: Tree
+        self, auditor_client: httpx.AsyncClient, admin_client: httpx.AsyncClient, tree: Tree
     ) -> None:
         user = await admin_client.post(
             "/api/v1/auth/users",
-            json={"username": "ev-user", "password": "Correct-horse-42", "role": "auditor"},
+            json={
+                "username": "ev-user",
+                "password": "Correct-horse-42",
+                "role": "org_viewer",
+                "org_id": tree.community_a["id"],
+            },
         )
         key = await admin_client.post(
             "/api/v1/auth/api-keys",
             json={"name": "k", "org_id": tree.community_a["id"], "scopes": ["read"]},
         )
         await admin_client.delete(f"/api/v1/auth/api-keys/{key.json()['id']}")
-        r = await admin_client.get(AUDIT, params={"actor": ADMIN_USER, "limit": 500})
+        r = await auditor_client.get(AUDIT, params={"actor": ADMIN_USER, "limit": 500})
         seen = {(e["action"], e["record_id"]) for e in r.json()["items"]}
         assert ("user.create", user.json()["id"]) in seen
         assert ("api_key.create", key.json()["id"]) in seen

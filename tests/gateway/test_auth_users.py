@@ -22,6 +22,8 @@ def _body(role: str, username: str = "new-user", **extra: Any) -> dict[str, Any]
 
 
 class TestCreateUserByAdmin:
+    """(Auditor accounts here come from the security admin: an admin grants none.)"""
+
     async def test_creates_an_org_admin(self, admin_client: httpx.AsyncClient, tree: Tree) -> None:
         r = await admin_client.post(USERS, json=_body("org_admin", org_id=tree.community_a["id"]))
         assert r.status_code == 201, r.text
@@ -48,10 +50,10 @@ class TestCreateUserByAdmin:
         assert r.status_code == 404
 
     async def test_duplicate_username_is_409_whatever_the_case(
-        self, admin_client: httpx.AsyncClient
+        self, security_client: httpx.AsyncClient
     ) -> None:
-        assert (await admin_client.post(USERS, json=_body("auditor"))).status_code == 201
-        r = await admin_client.post(USERS, json=_body("auditor", username="NEW-USER"))
+        assert (await security_client.post(USERS, json=_body("auditor"))).status_code == 201
+        r = await security_client.post(USERS, json=_body("auditor", username="NEW-USER"))
         assert r.status_code == 409
         assert r.headers["content-type"] == "application/problem+json"
 
@@ -70,14 +72,14 @@ class TestCreateUserByAdmin:
         assert {e["field"] for e in r.json()["errors"]} == {"role", "shoe_size"}
 
     async def test_idempotency_key_replays_the_creation(
-        self, admin_client: httpx.AsyncClient
+        self, security_client: httpx.AsyncClient
     ) -> None:
         h = {"Idempotency-Key": "user-1"}
-        first = await admin_client.post(USERS, json=_body("auditor"), headers=h)
-        again = await admin_client.post(USERS, json=_body("auditor"), headers=h)
+        first = await security_client.post(USERS, json=_body("auditor"), headers=h)
+        again = await security_client.post(USERS, json=_body("auditor"), headers=h)
         assert first.status_code == again.status_code == 201
         assert first.json() == again.json()
-        other = await admin_client.post(
+        other = await security_client.post(
             USERS, json={**_body("auditor"), "password": "Another-pass-77"}, headers=h
         )
         assert other.status_code == 422
@@ -96,9 +98,9 @@ class TestPasswordPolicy:
         ],
     )
     async def test_weak_password_is_422_with_field_errors(
-        self, admin_client: httpx.AsyncClient, password: str, reason: str
+        self, security_client: httpx.AsyncClient, password: str, reason: str
     ) -> None:
-        r = await admin_client.post(
+        r = await security_client.post(
             USERS, json=_body("auditor", username="policy-user-1", password=password)
         )
         assert r.status_code == 422

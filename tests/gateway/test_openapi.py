@@ -230,7 +230,9 @@ class TestMerge:
             ("beta", service_doc("beta", b, "listThings", "Page")),
         )
         schemas = doc["components"]["schemas"]
-        assert set(schemas) == {"Item", "Page", "BetaItem", "BetaPage"}
+        # (`Problem`: the gateway's own 400 for a token and a key together, on every
+        # proxied operation.)
+        assert set(schemas) == {"Item", "Page", "BetaItem", "BetaPage", "Problem", "FieldError"}
         assert schemas["BetaPage"]["properties"]["items"] == {
             "$ref": "#/components/schemas/BetaItem"
         }
@@ -245,5 +247,8 @@ class TestMerge:
         assert beta_op["operationId"] == "betaListThings"
         assert set(doc["paths"]) == {"/api/v1/alpha/things", "/api/v1/beta/things"}
         assert beta_op["security"] == [{"bearerAuth": []}, {"apiKey": []}]
+        assert beta_op["responses"]["400"]["content"]["application/problem+json"] == {
+            "schema": {"$ref": "#/components/schemas/Problem"}
+        }
         for ref in iter_refs(doc):
             assert resolve(doc, ref) is not None

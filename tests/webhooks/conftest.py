@@ -24,6 +24,8 @@ from gateway.webhooks.fanout import existing_sources, webhook_consumer
 from tests.gateway.conftest import (  # noqa: F401 - fixtures reused here
     ADMIN_PASSWORD,
     ADMIN_USER,
+    SECURITY_ADMIN_PASSWORD,
+    SECURITY_ADMIN_USER,
     FakeClock,
     ServiceRouter,
     admin_client,
@@ -84,6 +86,8 @@ def gateway_settings(database_url: str) -> GatewaySettings:
         activities_url="http://activities",
         admin_user=ADMIN_USER,
         admin_password=ADMIN_PASSWORD,
+        security_admin_user=SECURITY_ADMIN_USER,
+        security_admin_password=SECURITY_ADMIN_PASSWORD,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         argon2_parallelism=1,

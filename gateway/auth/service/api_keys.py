@@ -25,6 +25,11 @@ from gateway.models import ApiKey
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
+def _everywhere(principal: Principal) -> bool:
+    """Manages the keys of every org (an org admin: of their subtree)."""
+    return principal.is_admin or principal.role is Role.security_admin
+
+
 async def create_api_key(
     session: AsyncSession,
     *,
@@ -71,7 +76,7 @@ async def list_api_keys(
     """Keys of `org_id` and its subtree (an org admin: of their own subtree by default)."""
     filters: dict[str, Any] = {"org_id": org_id, "include_revoked": include_revoked}
     query = select(ApiKey)
-    root = org_id if org_id is not None or principal.is_admin else principal.org_id
+    root = org_id if org_id is not None or _everywhere(principal) else principal.org_id
     if root is not None:
         ids: Sequence[uuid.UUID] = await registry.subtree_org_ids(root)
         query = query.where(col(ApiKey.org_id).in_(ids))
@@ -99,7 +104,7 @@ async def revoke_api_key(
     row = await session.get(ApiKey, key_id, with_for_update=True)
     if row is None:
         raise ApiKeyNotFound
-    if not principal.is_admin:
+    if not _everywhere(principal):
         try:
             await registry.require_org(row.org_id)
         except OrgNotFound as exc:

@@ -21,15 +21,21 @@ from gateway.models import User, UserRole
 log = logging.getLogger("lianxin.gateway.auth")
 
 ORG_ROLES = frozenset({UserRole.org_admin, UserRole.org_viewer})
-# What an org admin may hand out, always inside their own subtree.
+# What an org admin may hand out, always inside their own subtree; an admin, the same
+# anywhere. The roles above them (admin, security_admin, auditor) only a security admin
+# grants: whoever does the party work never hands out the keys to it or to its audit.
 ORG_ADMIN_GRANTS = frozenset({UserRole.org_admin, UserRole.org_viewer, UserRole.member})
+# A security admin grants every role but `member`: naming a member's record means reading
+# member data, which is the org admins' (and admins') business.
+SECURITY_ADMIN_GRANTS = frozenset(UserRole) - {UserRole.member}
+UNSCOPED_ROLES = frozenset({UserRole.admin, UserRole.auditor, UserRole.security_admin})
 
 
 def _shape_errors(data: UserCreate) -> list[FieldError]:
     errors = policy_errors(data.password, username=data.username)
     if data.role in ORG_ROLES and data.org_id is None:
         errors.append(FieldError(field="org_id", message=f"required for the {data.role} role"))
-    if data.role in (UserRole.admin, UserRole.auditor) and data.org_id is not None:
+    if data.role in UNSCOPED_ROLES and data.org_id is not None:
         errors.append(FieldError(field="org_id", message=f"a {data.role} has no org scope"))
     if data.role is UserRole.member and data.member_id is None:
         errors.append(FieldError(field="member_id", message="required for the member role"))
@@ -44,12 +50,16 @@ async def create_user(
     hasher: Hasher,
     registry: RegistryClient,
 ) -> User:
-    """Admins create anyone; an org admin creates org admins, viewers and members whose org
-    (and member record) the registry shows inside the org admin's scope."""
-    if principal.role is Role.org_admin:
+    """A security admin creates every role but members; an admin creates org admins, viewers
+    and members anywhere, an org admin the same inside their scope (their org and member
+    record as the registry shows them to the creator)."""
+    if principal.role is Role.security_admin:
+        if data.role not in SECURITY_ADMIN_GRANTS:
+            raise RoleNotGrantable(data.role.value)
+    elif principal.role in (Role.org_admin, Role.admin):
         if data.role not in ORG_ADMIN_GRANTS:
             raise RoleNotGrantable(data.role.value)
-    elif not principal.is_admin:
+    else:
         raise Forbidden("Your role may not create accounts.")
     errors = _shape_errors(data)
     if principal.role is Role.org_admin and data.org_id is None:
@@ -99,24 +109,27 @@ async def create_user(
 
 
 async def ensure_first_admin(
-    session: AsyncSession, *, username: str, password: str, hasher: Hasher
+    session: AsyncSession,
+    *,
+    username: str,
+    password: str,
+    hasher: Hasher,
+    role: UserRole = UserRole.admin,
 ) -> bool:
-    """Creates the first admin unless an admin exists (safe to run at every start, by
-    several gateway processes at once). True when it created one."""
+    """Creates the first admin (or security admin, with `role`) unless one exists (safe to
+    run at every start, by several gateway processes at once). True when it created one."""
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('gateway.first_admin'))"))
-    if await session.scalar(
-        select(col(User.id)).where(col(User.role) == UserRole.admin.value).limit(1)
-    ):
+    if await session.scalar(select(col(User.id)).where(col(User.role) == role.value).limit(1)):
         return False
     if await session.scalar(
         select(col(User.id)).where(func.lower(col(User.username)) == username.lower())
     ):
-        log.warning("first admin: the username %r is taken by a non-admin account", username)
+        log.warning("first %s: the username %r is taken by another account", role, username)
         return False
     admin = User(
         username=username,
         password_hash=await hasher.hash(password),
-        role=UserRole.admin.value,
+        role=role.value,
         created_by="bootstrap",
     )
     session.add(admin)

@@ -58,7 +58,7 @@ async def create_activity(
     return JSONResponse(body, status_code=code, headers={"Location": location})
 
 
-def activity_filters(
+async def activity_filters(
     org_id: Annotated[uuid.UUID | None, Query(description="This org and its subtree.")] = None,
     type: ActivityType | None = None,
     starts_from: Annotated[datetime | None, Query(description="Starting at or after.")] = None,

@@ -56,7 +56,7 @@ async def create_talk(
     return JSONResponse(body, status_code=code, headers={"Location": location})
 
 
-def talk_filters(
+async def talk_filters(
     member_id: uuid.UUID | None = None,
     org_id: Annotated[uuid.UUID | None, Query(description="Members of this subtree.")] = None,
     held_from: date | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.auth import Principal, Role
+from common.auth import NO_RECORDS, Principal, Role
 from services.activities.errors import MemberNotFound, OrgNotFound, ReadOnlyRole
 from services.activities.models import members, orgs
 
@@ -106,8 +106,8 @@ def require_writer(principal: Principal) -> None:
 
 
 def require_reader(principal: Principal) -> None:
-    if principal.role is Role.auditor:
-        raise ReadOnlyRole("Auditors read the audit log only.")
+    if principal.role in NO_RECORDS:
+        raise ReadOnlyRole(f"The {principal.role} role reads no member records.")
 
 
 async def writable_org_path(session: AsyncSession, principal: Principal, org_id: uuid.UUID) -> str:
@@ -134,7 +134,10 @@ async def readable_org_path(session: AsyncSession, principal: Principal, org_id:
 async def member_row(
     session: AsyncSession, principal: Principal, member_id: uuid.UUID, *, write: bool = False
 ) -> Any:
-    """The projected member (a row mapping) if the principal may read (or change) it."""
+    """The projected member (a row mapping) if the principal may read (or change) it. A
+    change asked by a role that changes nothing is a 403 whatever the member (API5)."""
+    if write:
+        require_writer(principal)
     condition = (
         member_writable(principal, members.c.member_id)
         if write

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, false, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.auth import Principal, Role
+from common.auth import NO_RECORDS, Principal, Role
 from common.errors import Forbidden
 from services.mobility.errors import OrgNotFound
 from services.mobility.models import orgs
@@ -36,8 +36,8 @@ def org_in_scope(principal: Principal, column: Any) -> ColumnElement[bool]:
 
 
 def forbid_auditors(principal: Principal) -> None:
-    if principal.role is Role.auditor:
-        raise Forbidden("Auditors read the audit log only.")
+    if principal.role in NO_RECORDS:
+        raise Forbidden(f"The {principal.role} role reads no member records.")
 
 
 def require_writer(principal: Principal) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import and_, bindparam, func, literal, select, union_all, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import audit
 from common.auth import Principal, Role
+from common.bulk import insert_rows
 from common.errors import Forbidden
 from common.pagination import decode_cursor, encode_cursor
 from services.mobility.errors import OrgNotFound
@@ -142,7 +142,9 @@ async def sync_members(
     current = {
         r.member_id: r
         for r in await session.execute(
-            select(links).where(lc.workplace_org_id == org_id, lc.status != LinkStatus.ended.value)
+            select(lc.id, lc.member_id, lc.residence_org_id, lc.mode, lc.external_id).where(
+                lc.workplace_org_id == org_id, lc.status != LinkStatus.ended.value
+            )
         )
     }
     new_rows: list[dict[str, Any]] = []
@@ -233,8 +235,10 @@ async def sync_members(
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:
     if not rows:
         return []
-    stmt = insert(links).on_conflict_do_nothing().returning(links)
-    return list(await session.execute(stmt, rows))
+    # One set-based statement (`common.bulk`): every column an array, not a row of params.
+    return await insert_rows(
+        session, links, rows, on_conflict="ON CONFLICT DO NOTHING", returning="*"
+    )
 
 
 async def changes(

@@ -28,7 +28,7 @@ from services.registry.schemas.members import (
     MergeRequest,
     no_nul,
 )
-from services.registry.service import member_merge
+from services.registry.service import member_merge, member_read
 from services.registry.service import members as service
 from services.registry.service.member_card import to_public
 
@@ -81,7 +81,7 @@ async def create_member(
     return JSONResponse(body, status_code=code, headers={"Location": location})
 
 
-def member_filters(
+async def member_filters(
     org_id: Annotated[uuid.UUID | None, Query(description="This org and its subtree.")] = None,
     residence_org_id: Annotated[
         uuid.UUID | None, Query(description="This residence org and its subtree.")
@@ -122,18 +122,31 @@ MemberFiltersDep = Annotated[dict[str, Any], Depends(member_filters)]
     responses=problem_responses(403),
 )
 async def list_members(
+    request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     crypto: CryptoDep,
     filters: MemberFiltersDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
-) -> Page[MemberPublic]:
-    rows, next_cursor = await service.list_members(
-        session, principal=principal, limit=limit, cursor=cursor, filters=filters
+) -> Response:
+    # A subtree's page by `org_id` alone is the hot list (see `member_read.list_page`).
+    page = await member_read.list_page(
+        request.app,
+        principal=principal,
+        crypto=crypto,
+        filters=filters,
+        limit=limit,
+        cursor=cursor,
     )
-    items = [to_public(m, crypto=crypto, principal=principal) for m in rows]
-    return Page[MemberPublic](items=items, next_cursor=next_cursor)
+    if page is None:
+        rows, next_cursor = await service.list_members(
+            session, principal=principal, limit=limit, cursor=cursor, filters=filters
+        )
+        items = [to_public(m, crypto=crypto, principal=principal) for m in rows]
+        page = Page[MemberPublic](items=items, next_cursor=next_cursor)
+    # Already validated models: serialized once, not validated a second time.
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -149,13 +162,26 @@ async def get_member(
     member_id: uuid.UUID,
     request: Request,
     response: Response,
-    session: SessionDep,
     principal: PrincipalDep,
     crypto: CryptoDep,
-) -> MemberPublic:
-    member = await service.get_member(session, member_id=member_id, principal=principal)
+) -> Response:
+    # The hot path needs no session (see `member_read`); the ORM path opens one itself.
+    card = await member_read.read_card(
+        request.app, member_id=member_id, principal=principal, crypto=crypto
+    )
+    if card is not None:
+        # Already a validated `MemberPublic`: serialized once, not validated again.
+        public, version = card
+        return Response(
+            public.model_dump_json(),
+            media_type="application/json",
+            headers={"ETag": etag_of(version)},
+        )
+    async with request.app.state.sessionmaker() as session:
+        member = await service.get_member(session, member_id=member_id, principal=principal)
     _single(request, response, member, member_id)
-    return to_public(member, crypto=crypto, principal=principal)
+    body = to_public(member, crypto=crypto, principal=principal).model_dump_json()
+    return Response(body, media_type="application/json", headers=dict(response.headers))
 
 
 @router.patch(

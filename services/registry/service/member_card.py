@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from common.auth import Principal, Role
+from common.auth import NO_RECORDS, Principal, Role
 from common.errors import FieldError, Forbidden
 from services.registry import idnumber
 from services.registry.dependencies import FieldCrypto
@@ -47,8 +47,8 @@ def today() -> date:
 
 
 def forbid_auditors(principal: Principal) -> None:
-    if principal.role is Role.auditor:
-        raise Forbidden("Auditors read the audit log only.")
+    if principal.role in NO_RECORDS:
+        raise Forbidden(f"The {principal.role} role reads no member records.")
 
 
 def require_writer(principal: Principal) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, text, update
+from sqlalchemy import ColumnElement, case, func, literal, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,8 +36,16 @@ def to_public(org: Org) -> OrgPublic:
     )
 
 
+def orgs_visible(principal: Principal) -> ColumnElement[bool]:
+    """The orgs a principal may read: a security admin reads the whole tree (names and codes,
+    to place accounts and API keys; never a member), everyone else their scope."""
+    if principal.role is Role.security_admin:
+        return true()
+    return org_in_scope(principal)
+
+
 async def get_org(session: AsyncSession, *, org_id: uuid.UUID, principal: Principal) -> Org:
-    org = await session.scalar(select(Org).where(Org.id == org_id, org_in_scope(principal)))
+    org = await session.scalar(select(Org).where(Org.id == org_id, orgs_visible(principal)))
     if org is None:
         raise OrgNotFound(f"No organization {org_id} in your scope.")
     return org
@@ -99,7 +107,7 @@ async def list_orgs(
 ) -> tuple[list[Org], str | None]:
     if principal.role is Role.auditor:
         raise Forbidden("Auditors read the audit log only.")
-    query = select(Org).where(org_in_scope(principal))
+    query = select(Org).where(orgs_visible(principal))
     if filters.get("org_id") is not None:
         query = query.where(Org.id.in_(org_ids_under(filters["org_id"])))  # type: ignore[attr-defined]
     if filters.get("parent_id") is not None:

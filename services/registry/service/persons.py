@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from common.auth import Principal, Role
+from common.bulk import insert_rows
 from common.context import client_addr_var, request_id_var
 from common.errors import Forbidden
 from services.registry import idnumber
@@ -160,19 +160,17 @@ def _card(row: _Row, *, residence_org_id: uuid.UUID, crypto: FieldCrypto) -> dic
 
 
 async def _insert(session: AsyncSession, cards: list[dict[str, Any]]) -> dict[bytes, uuid.UUID]:
-    """One executemany (SQLAlchemy batches it into multi-row INSERTs); a person another
-    transaction registered meanwhile is skipped."""
+    """One set-based INSERT (`common.bulk`); a person another transaction registered
+    meanwhile is skipped."""
     if not cards:
         return {}
-    table = Member.__table__
-    stmt = (
-        pg_insert(table)
-        .on_conflict_do_nothing(
-            index_elements=["id_number_hash"], index_where=col(Member.merged_into).is_(None)
-        )
-        .returning(table.c.id, table.c.id_number_hash)
+    rows = await insert_rows(
+        session,
+        cast(Table, Member.__table__),
+        cards,
+        on_conflict="ON CONFLICT (id_number_hash) WHERE merged_into IS NULL DO NOTHING",
+        returning="id, id_number_hash",
     )
-    rows = await session.execute(stmt, cards)
     return {bytes(r.id_number_hash): r.id for r in rows}
 
 
@@ -189,5 +187,4 @@ async def _audit(session: AsyncSession, principal: Principal, member_ids: list[u
     entries = [
         base | {"id": uuid.uuid4(), "record_id": i, "subject_member_id": i} for i in member_ids
     ]
-    if entries:
-        await session.execute(insert(audit_log), entries)
+    await insert_rows(session, audit_log, entries)
