@@ -1,5 +1,6 @@
 """The demo city, loaded once into a database of its own, reproduces the survey's figures:
-org counts exactly, shares within 0.1 percentage point, the year's flows exactly."""
+org counts exactly, shares within 0.1 percentage point, the year's flows exactly, and the
+year's organizational life exactly as the plan decided it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import create_engine, make_sessionmaker
+from gateway.reports.composer import _activities_sections
+from services.activities.models import ORGANIZATIONAL_LIFE
 from services.activities.service.stats import stats as activities_stats
 from services.mobility.service.alerts import statistics as mobility_statistics
 from services.mobility.settings import MobilitySettings
@@ -35,6 +38,7 @@ class Demo:
     city_id: uuid.UUID
     seconds: float
     output: str
+    meetings: list[plan.Meeting]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def demo(server_url: str) -> Iterator[Demo]:
         out = io.StringIO()
         loaded = asyncio.run(load(url, seed=2004, year=YEAR, out=out))
         assert loaded is not None
-        yield Demo(url, loaded.city_id, loaded.seconds, out.getvalue())
+        yield Demo(url, loaded.city_id, loaded.seconds, out.getvalue(), loaded.plan.meetings)
     finally:
         drop_database(server_url, name)
 
@@ -241,6 +245,116 @@ class TestActivities:
             )
         assert figures["service_hours_verified"] > 0
         assert 0.5 < figures["training_coverage"] < 0.8
+
+
+class TestOrganizationalLife:
+    """The city report's activity figures are the plan's meetings, counted by hand here."""
+
+    def test_every_community_party_org_holds_its_org_life(self, demo: Demo) -> None:
+        held: dict[str, set[str]] = {}
+        for m in demo.meetings:
+            held.setdefault(m.org_code, set()).add(m.type)
+        party = plan.build(2004, YEAR).communities
+        codes = {c.code for c in party if c.kind != "group"}
+        assert set(held) == codes and len(codes) == 232
+        life = {"branch_committee", "party_lecture", "theme_day"}
+        assert all(life <= types for types in held.values())
+        urban = {c.code for c in party if c.kind != "group" and c.urban}
+        assert {code for code, types in held.items() if "volunteer_service" in types} == urban
+        assert plan.build(2004, YEAR).meetings == demo.meetings  # seeded, repeatable
+
+    async def test_the_report_counts_the_planned_activities(self, sm: Any, demo: Demo) -> None:
+        by_type: dict[str, int] = {}
+        present = rows = life_present = life_rows = 0
+        for m in demo.meetings:
+            by_type[m.type] = by_type.get(m.type, 0) + 1
+            here = sum(status == "present" for _, status in m.attendance)
+            present, rows = present + here, rows + len(m.attendance)
+            if m.type != "volunteer_service":
+                life_present, life_rows = life_present + here, life_rows + len(m.attendance)
+        total = len(demo.meetings)
+        assert by_type == {
+            "branch_committee": 232,
+            "party_lecture": 232,
+            "theme_day": 232,
+            "volunteer_service": 140,
+        }
+        async with sm() as session:
+            figures = await activities_stats(
+                session, principal=DEMO, org_id=demo.city_id, year=YEAR
+            )
+        assert figures["activities_by_type"] == by_type
+        assert figures["activities"] == total == 836
+        assert figures["attendance_rate"] == round(present / rows, 4)
+        assert figures["organizational_life_attendance_rate"] == round(life_present / life_rows, 4)
+        assert 0.6 < figures["organizational_life_attendance_rate"] < 0.9
+        # As the report composes them: counts and shares per type, no unknown.
+        section = _activities_sections(figures)["activities"]
+        assert section["total"] == total
+        assert section["by_type"] == {
+            **{t: {"count": n, "share": round(n / total, 4)} for t, n in sorted(by_type.items())},
+            "unknown": {"count": 0, "share": 0.0},
+        }
+        assert section["attendance_rate"] == figures["attendance_rate"]
+        assert plan.org_life_figures(demo.meetings, ORGANIZATIONAL_LIFE) == {
+            **{k: figures[k] for k in ("activities_by_type", "activities", "attendance_rate")},
+            "organizational_life_attendance_rate": figures["organizational_life_attendance_rate"],
+            "attendance_rows": rows,
+            "volunteer_hours": sum(
+                (
+                    m.hours * sum(s == "present" for _, s in m.attendance)
+                    for m in demo.meetings
+                    if m.type == "volunteer_service"
+                ),
+                Decimal(0),
+            ),
+            "volunteer_entries": sum(
+                sum(s == "present" for _, s in m.attendance)
+                for m in demo.meetings
+                if m.type == "volunteer_service"
+            ),
+        }
+
+    async def test_attendance_rows_by_status_and_hours(self, sm: Any, demo: Demo) -> None:
+        expected: dict[str, list[Decimal]] = {}
+        for m in demo.meetings:
+            for _, status in m.attendance:
+                hours = m.hours if status == "present" else Decimal(0)
+                row = expected.setdefault(status, [Decimal(0), Decimal(0)])
+                row[0] += 1
+                row[1] += hours
+        rows = await _rows(
+            sm,
+            "SELECT a.status, count(*), sum(a.hours) FROM activities.attendance a "
+            "JOIN activities.activities v ON v.id = a.activity_id "
+            "WHERE extract(year FROM v.starts_at) = :year GROUP BY a.status",
+            year=YEAR,
+        )
+        assert {s: [Decimal(n), h] for s, n, h in rows} == expected
+        assert set(expected) == {"present", "absent", "excused"}
+
+    async def test_volunteer_service_hours_are_logged_and_verified(
+        self, sm: Any, demo: Demo
+    ) -> None:
+        service = [m for m in demo.meetings if m.type == "volunteer_service"]
+        entries = sum(sum(s == "present" for _, s in m.attendance) for m in service)
+        hours = sum(
+            (m.hours * sum(s == "present" for _, s in m.attendance) for m in service), Decimal(0)
+        )
+        count, total = (
+            await _rows(
+                sm,
+                "SELECT count(*), sum(h.hours) FROM activities.service_hours h "
+                "JOIN activities.activities v ON v.id = h.activity_id "
+                "WHERE h.verified AND v.type = 'volunteer_service'",
+            )
+        )[0]
+        assert (count, total) == (entries, hours) and entries > 0
+        async with sm() as session:
+            figures = await activities_stats(
+                session, principal=DEMO, org_id=demo.city_id, year=YEAR
+            )
+        assert figures["service_hours_verified"] >= hours
 
 
 class TestCityReport:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TextIO, TypeVar
 
@@ -34,14 +34,17 @@ from common.events.consumer import Consumer, catch_up
 from services.activities import consumers as activities_consumers
 from services.activities import projections as activities_projections
 from services.activities.dependencies import NotesCipher
-from services.activities.models import AssignmentKind
+from services.activities.models import ActivityType, AssignmentKind, AttendanceStatus
 from services.activities.schemas import (
+    ActivityCreate,
     AllocationCreate,
+    AttendanceEntry,
     ExpenseCreate,
     RoleAssignmentCreate,
     TalkCreate,
     TrainingSessionCreate,
 )
+from services.activities.service import activities as activity_service
 from services.activities.service import funds, hours, programs, talks, training
 from services.activities.settings import ActivitiesSettings
 from services.mobility import consumers as mobility_consumers
@@ -66,11 +69,12 @@ from services.registry.service.member_card import ID_NUMBER
 from services.registry.service.orgs import create_org
 from services.registry.settings import RegistrySettings
 from tools.demo import geography as geo
-from tools.demo.plan import TALKS_SHUIYUETING, Person, Plan, build
+from tools.demo.plan import TALKS_SHUIYUETING, Meeting, Person, Plan, build
 
 DEMO = Principal(subject="demo", role=Role.admin, username="demo")
 IMPORT_CHUNK = 3_000
 BATCH = 400  # service calls per transaction
+CHINA = timezone(timedelta(hours=8))
 HEADER = [
     "name",
     "gender",
@@ -238,6 +242,7 @@ async def load_into(
     workers = [p for p in plan.people if p.worker]
     total = len(plan.orgs) + len(plan.people) + 2 * len(flows) + 2 * len(residents)
     total += 2 * len(workers) + 3_000 + 3 * len(plan.communities) + 2_000
+    total += len(plan.meetings)
     progress = Progress(total, out)
     loaded = Loaded(plan=plan, org_ids={}, member_ids={})
 
@@ -250,7 +255,7 @@ async def load_into(
     progress.advance(1_000)
     # Mobility and activities are independent here: written side by side (each its own
     # random stream, so the order of their interleaving changes nothing).
-    progress.begin("mobility and activities: cards, links, party workers, talks, hours")
+    progress.begin("mobility and activities: cards, links, party workers, org life, hours")
     await asyncio.gather(
         _mobility(sm, loaded, random.Random(f"{seed}:{year}:mobility"), progress),  # noqa: S311
         _activities(sm, loaded, rng, progress),
@@ -279,6 +284,7 @@ async def _activities(
 ) -> None:
     await _workers(sm, loaded, rng, progress)
     await _community_life(sm, loaded, rng, progress)
+    await _org_life(sm, loaded, progress)
 
 
 # --- registry ------------------------------------------------------------------------------
@@ -650,6 +656,62 @@ async def _community_life(
     await _in_batches(sm, hours_todo, serve)
     loaded.counts["talks"] = len(talks_todo)
     loaded.counts["service_hours"] = len(hours_todo)
+
+
+async def _org_life(
+    sm: async_sessionmaker[AsyncSession], loaded: Loaded, progress: Progress
+) -> None:
+    """The plan's organizational life: each meeting an activity of its org with the
+    attendance of those called to it (one `set_attendance` call), and for a volunteer
+    service the hours of the present logged against it and verified."""
+    plan = loaded.plan
+
+    async def hold(session: AsyncSession, m: Meeting) -> None:
+        starts = datetime(m.day.year, m.day.month, m.day.day, m.start_hour, tzinfo=CHINA)
+        activity = await activity_service.create_activity(
+            session,
+            data=ActivityCreate(
+                org_id=loaded.org_ids[m.org_code],
+                type=ActivityType(m.type),
+                title=m.title,
+                starts_at=starts,
+                ends_at=starts + timedelta(hours=float(m.hours)),
+                location="社区党员活动室",
+            ),
+            principal=DEMO,
+        )
+        present = [index for index, status in m.attendance if status == "present"]
+        await activity_service.set_attendance(
+            session,
+            activity_id=activity["id"],
+            entries=[
+                AttendanceEntry(
+                    member_id=loaded.member_ids[index],
+                    status=AttendanceStatus(status),
+                    hours=m.hours if status == "present" else Decimal(0),
+                )
+                for index, status in m.attendance
+            ],
+            principal=DEMO,
+        )
+        if m.logs_hours:
+            for index in present:
+                entry = await hours.log_hours(
+                    session,
+                    principal=DEMO,
+                    member_id=loaded.member_ids[index],
+                    on=m.day,
+                    hours=m.hours,
+                    role="志愿服务",
+                    activity_id=activity["id"],
+                    description=m.title,
+                )
+                await hours.verify(session, entry_id=entry["id"], principal=DEMO)
+        progress.advance(1)
+
+    await _in_batches(sm, plan.meetings, hold)
+    loaded.counts["org_life"] = len(plan.meetings)
+    loaded.counts["attendance"] = sum(len(m.attendance) for m in plan.meetings)
 
 
 async def _funds(

@@ -14,7 +14,10 @@ The survey's figures are met by construction, as counts:
   0.04 points); education 13,320 / 3,460 / 1,317 and 68 unrecorded (the survey's 99.63%).
 - 1,000 party workers: college and above 128, junior high or below 327; aged ≤35 220,
   ≥45 427 (none is exactly 45, so ≥45 is the 46–60 and >60 bands).
-- flows in the year: 76 in, 264 out."""
+- flows in the year: 76 in, 264 out.
+- organizational life in the year (`org_life`, a random stream of its own): each community
+  party org holds `ORG_LIFE` meetings by type, each with the attendance of those called
+  to it; the counts and the attendance figures follow from the plan exactly."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
 
 from services.registry.idnumber import check_character
 from tools.demo import geography as geo
@@ -42,6 +47,28 @@ TALKS_SHUIYUETING = 188
 RUYI_IN_SERVICE = 30  # in-service residents placed in 如意社区 on top of the dealt ones
 QINGHUA_INFLOW = 15  # inflows hosted by 清华社区 ("外来民工党员之家")
 RATES = (10, 12, 15, 15, 18, 20)  # yuan per member per year
+
+# Organizational life per community party org in the year. The survey finds it thin and
+# occasional in 2003 (集中短期的轰动性活动; laid-off and mobile members rarely attend): a
+# year-end party committee meeting (支委: its party workers), a 七一 party lecture and theme
+# day for the members called to them, and in the urban communities a volunteer service
+# whose present members log its hours. Bounded by the load time: each meeting is a
+# `create_activity` and a `set_attendance` (~8 ms, and ~1 ms per attendance row).
+ORG_LIFE = {"branch_committee": 1, "party_lecture": 1, "theme_day": 1, "volunteer_service": 1}
+URBAN_ONLY = frozenset({"volunteer_service"})
+CALLED = {"party_lecture": (8, 14), "theme_day": (6, 10), "volunteer_service": (3, 6)}
+MEETING_HOURS = {
+    "branch_committee": Decimal(2),
+    "party_lecture": Decimal("1.5"),
+    "theme_day": Decimal(3),
+    "volunteer_service": Decimal(2),
+}
+PRESENT = {
+    "branch_committee": 0.9,
+    "party_lecture": 0.7,
+    "theme_day": 0.8,
+    "volunteer_service": 0.85,
+}
 
 AGE_RANGE = {"le_35": (19, 35), "36_45": (36, 45), "46_60": (46, 60), "gt_60": (61, 92)}
 
@@ -101,6 +128,25 @@ class Person:
 
 
 @dataclass
+class Meeting:
+    """One activity of organizational life (or volunteer service) and its attendance:
+    (person index, status) with the meeting's hours for the present, none otherwise."""
+
+    org_code: str
+    type: str
+    title: str
+    day: date
+    start_hour: int
+    hours: Decimal
+    attendance: list[tuple[int, str]]
+
+    @property
+    def logs_hours(self) -> bool:
+        """Present members log the hours of a volunteer service (verified)."""
+        return self.type == "volunteer_service"
+
+
+@dataclass
 class Plan:
     seed: int
     year: int
@@ -109,6 +155,7 @@ class Plan:
     people: list[Person]
     city_code: str = "JX"
     units_code: str = "JX-JG"
+    meetings: list[Meeting] = field(default_factory=list)
 
     def community(self, name: str) -> Community:
         return next(c for c in self.communities if c.name == name)
@@ -132,6 +179,7 @@ def build(seed: int = 2004, year: int = 2003) -> Plan:
     _sizes(rng, plan)
     plan.people = _people(rng, plan)
     _cards(rng, plan)
+    plan.meetings = org_life(plan)
     return plan
 
 
@@ -442,3 +490,109 @@ def _cards(rng: random.Random, plan: Plan) -> None:
         )
         if rng.random() < 0.35:
             p.skills = rng.sample(geo.SKILLS, rng.choice((1, 1, 2)))
+
+
+# --- organizational life -------------------------------------------------------------------
+
+TITLES = {
+    "branch_committee": ("年终支委会：研究民主评议党员", "年终支委会：总结全年支部工作"),
+    "party_lecture": ("七一党课：社区党员的先锋模范作用", "党课：学习贯彻党的十六大精神"),
+    "theme_day": ("七一主题党日：重温入党誓词", "主题党日：走访困难党员"),
+    "volunteer_service": (
+        "党员志愿服务：楼道保洁",
+        "党员志愿服务：便民服务",
+        "党员志愿服务：治安巡逻",
+    ),
+}
+MONTHS = {
+    "branch_committee": ((12, 12),),
+    "party_lecture": ((6, 7),),
+    "theme_day": ((6, 7),),
+    "volunteer_service": ((3, 11),),
+}
+
+
+def _status(rng: random.Random, p: Person, present: float) -> str:
+    """Mobile members are excused; the laid-off and the migrant workers come less often."""
+    if p.flow == "outflow":
+        return "excused"
+    if p.category in ("laid_off", "migrant_worker"):
+        present -= 0.2
+    roll = rng.random()
+    if roll < present:
+        return "present"
+    return "excused" if roll < present + (1 - present) / 2 else "absent"
+
+
+def org_life(plan: Plan) -> list[Meeting]:
+    """Each community party org's meetings of the year (`ORG_LIFE`), deterministic from
+    the plan's seed and year on a random stream of its own."""
+    rng = random.Random(f"{plan.seed}:{plan.year}:org-life")  # noqa: S311 - demo data
+    cs = plan.communities
+    members: dict[int, list[Person]] = {}
+    workers: dict[int, list[Person]] = {}
+    for p in plan.people:
+        if p.relation != "enrolled":
+            continue
+        c = cs[p.community]
+        root = c.covered_by if c.covered_by is not None else c.index
+        members.setdefault(root, []).append(p)
+        if p.worker:
+            workers.setdefault(root, []).append(p)
+    meetings: list[Meeting] = []
+    for c in cs:
+        if c.kind == "group":
+            continue
+        for kind, n in ORG_LIFE.items():
+            if kind in URBAN_ONLY and not c.urban:
+                continue
+            for k in range(n):
+                first, last = MONTHS[kind][k % len(MONTHS[kind])]
+                start = date(plan.year, first, 1)
+                end = date(plan.year, last, 28)
+                day = start + timedelta(days=rng.randrange((end - start).days + 1))
+                if kind == "branch_committee":
+                    called = workers.get(c.index, [])
+                else:
+                    pool = members.get(c.index, [])
+                    low, high = CALLED[kind]
+                    called = rng.sample(pool, min(len(pool), rng.randint(low, high)))
+                called = sorted(called, key=lambda p: p.index)
+                attendance = [(p.index, _status(rng, p, PRESENT[kind])) for p in called]
+                title = rng.choice(TITLES[kind])
+                hour = rng.choice((9, 14, 19)) if kind != "volunteer_service" else 8
+                meetings.append(
+                    Meeting(c.code, kind, title, day, hour, MEETING_HOURS[kind], attendance)
+                )
+    return meetings
+
+
+def org_life_figures(meetings: list[Meeting], organizational: frozenset[str]) -> dict[str, Any]:
+    """What the activities' statistics report of `meetings`: counts by type, the attendance
+    rate (present / rows) over all of them and over organizational life, hours logged."""
+    by_type: dict[str, int] = {}
+    present = rows = life_present = life_rows = 0
+    hours = Decimal(0)
+    for m in meetings:
+        by_type[m.type] = by_type.get(m.type, 0) + 1
+        here = sum(status == "present" for _, status in m.attendance)
+        present += here
+        rows += len(m.attendance)
+        if m.type in organizational:
+            life_present += here
+            life_rows += len(m.attendance)
+        if m.logs_hours:
+            hours += here * m.hours
+    return {
+        "activities_by_type": dict(sorted(by_type.items())),
+        "activities": sum(by_type.values()),
+        "attendance_rows": rows,
+        "attendance_rate": round(present / rows, 4) if rows else None,
+        "organizational_life_attendance_rate": (
+            round(life_present / life_rows, 4) if life_rows else None
+        ),
+        "volunteer_hours": hours,
+        "volunteer_entries": sum(
+            sum(s == "present" for _, s in m.attendance) for m in meetings if m.logs_hours
+        ),
+    }
