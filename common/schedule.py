@@ -86,10 +86,10 @@ async def run_periodic(
     while True:
         try:
             if await run_tick(sessionmaker, schema, name, job, every_s=every_s):
-                log.info("scheduled job %s.%s ran", schema, name)
+                log.info("scheduled job %s ran", name)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("scheduled job %s.%s failed; another tick will retry", schema, name)
+            log.exception("scheduled job %s failed; another tick will retry", name)
         # A little jitter keeps replicas from knocking at the same instant every time.
         await asyncio.sleep(check * (0.9 + 0.2 * random.random()))  # noqa: S311 - not crypto

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry.app import create_app
-from services.registry.service import member_read
+from services.registry.service import member_read, scope
 from services.registry.settings import RegistrySettings
 from tests.helpers import client, mint
 from tests.registry.factories import build_tree, make_member, next_id_number
@@ -59,7 +59,7 @@ async def test_the_card_by_role(live_app: FastAPI) -> None:
 async def test_a_subtree_page_by_page(
     live_app: FastAPI, small_orgs: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(member_read, "SMALL_SUBTREE_ORGS", small_orgs)
+    monkeypatch.setattr(scope, "SMALL_SUBTREE_ORGS", small_orgs)
     async with client(live_app, mint("admin", username="root")) as admin:
         tree = await build_tree(admin)
         created = {}

@@ -24,8 +24,13 @@ from services.registry.service.card_sheet import (
     header_of,
     label_of,
 )
-from services.registry.service.member_card import ORG_REFS, PHONE, sees_full_phone
-from services.registry.service.members import member_list_query
+from services.registry.service.member_card import (
+    ORG_REFS,
+    PHONE,
+    forbid_auditors,
+    sees_full_phone,
+)
+from services.registry.service.members import member_list_query, subtree_forms
 
 BATCH = 1000
 SLICE = 1_048_576  # bytes per streamed piece of an xlsx
@@ -36,7 +41,9 @@ async def start_export(
 ) -> Select[tuple[Member]]:
     """Checks the caller and the filters (errors surface before any byte is sent) and
     records the export; returns the query whose rows `stream_export` writes."""
-    query = member_list_query(principal=principal, filters=filters)
+    forbid_auditors(principal)
+    small = await subtree_forms(session, filters)
+    query = member_list_query(principal=principal, filters=filters, small=small)
     await audit.record(session, audit_log, principal, action="member.export", resource="member")
     return query
 

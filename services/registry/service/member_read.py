@@ -38,7 +38,7 @@ from services.registry.service.member_card import (
     to_public,
     today,
 )
-from services.registry.service.scope import ORG_SCOPED
+from services.registry.service.scope import ORG_SCOPED, subtree_is_small
 
 _COLUMNS = (
     "m.id, m.name, m.gender, m.birth_date, m.id_number_masked, m.phone_cipher, "
@@ -164,20 +164,8 @@ async def read_card(
 
 # --- a page of a subtree's members (`GET /members?org_id=...`, no other filter) -----------
 
-# A subtree of up to this many orgs is read through the members' org index (`= ANY(ids)`,
-# then sorted); a larger one in id order with the subtree as a join filter (the page is
-# found early). One form for both is bad for one of them: a whole city through the org
-# index sorts all its members; a community in id order walks the whole table.
-# Or of less than this share of all orgs (a street of a city: its members are too sparse
-# in id order).
-SMALL_SUBTREE_ORGS = 64
-SMALL_SUBTREE_SHARE = 0.05
-_SUBTREE_IDS = (
-    "SELECT array_agg(o.id), "
-    "(SELECT c.reltuples FROM pg_class c WHERE c.oid = 'registry.orgs'::regclass) "
-    "FROM registry.orgs o "
-    "WHERE o.path <@ (SELECT r.path FROM registry.orgs r WHERE r.id = $1)"
-)
+# The form of the statement is the subtree's (`scope.subtree_is_small`, the choice the ORM
+# list makes too): through the org index, or in id order with the subtree as a join.
 _MEMBER_COLUMNS = _COLUMNS
 _SCOPE = (
     " AND (EXISTS (SELECT 1 FROM registry.orgs r JOIN registry.orgs o ON o.path <@ r.path"
@@ -189,7 +177,9 @@ _SCOPE = (
 )
 _SMALL = (
     f"SELECT {_MEMBER_COLUMNS} FROM registry.members m "  # noqa: S608
-    "WHERE m.org_id = ANY($1::uuid[]) AND m.merged_into IS NULL AND m.id > $2"
+    "WHERE m.org_id = ANY(ARRAY(SELECT o.id FROM registry.orgs o WHERE o.path <@ "
+    "(SELECT r.path FROM registry.orgs r WHERE r.id = $1))) "
+    "AND m.merged_into IS NULL AND m.id > $2"
 )
 _LARGE = (
     f"SELECT {_MEMBER_COLUMNS} FROM registry.members m "  # noqa: S608
@@ -235,13 +225,9 @@ async def list_page(
     try:
         pool = await reads.pool()
         async with pool.acquire() as conn:
-            subtree = await conn.fetchrow(_SUBTREE_IDS, org_id)
-            ids = subtree[0] or []
-            orgs = float(subtree[1] or 0)  # the planner's estimate; -1 before ANALYZE
-            small = len(ids) <= SMALL_SUBTREE_ORGS or len(ids) < SMALL_SUBTREE_SHARE * orgs
+            small = await subtree_is_small(conn.fetchrow, org_id)
             size = "small" if small else "large"
-            first: Any = ids if size == "small" else org_id
-            args: tuple[Any, ...] = (first, start, limit + 1)
+            args: tuple[Any, ...] = (org_id, start, limit + 1)
             if scoped:
                 args += (principal.org_id, _OPEN)
             rows = await conn.fetch(_STATEMENTS[size, scoped], *args)

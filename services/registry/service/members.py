@@ -5,10 +5,11 @@ number), the audited read of a full ID number."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, any_, func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -44,7 +45,9 @@ from services.registry.service.member_card import (
 from services.registry.service.scope import (
     member_in_scope,
     member_writable,
-    org_id_array_under,
+    org_column_under,
+    session_fetchrow,
+    subtree_is_small,
 )
 
 ID_NUMBER_INDEX = "uq_members_id_number_hash"
@@ -98,6 +101,19 @@ async def get_member(
     raise MemberNotFound("No such member in your scope.")
 
 
+SUBTREE_FILTERS = ("org_id", "residence_org_id")
+
+
+async def subtree_forms(session: AsyncSession, filters: dict[str, Any]) -> dict[str, bool]:
+    """Each subtree filter's form, as its size asks (`scope.subtree_is_small`): the same
+    rows either way, found through the org index (True) or in id order (False)."""
+    return {
+        name: await subtree_is_small(await session_fetchrow(session), filters[name])
+        for name in SUBTREE_FILTERS
+        if filters.get(name) is not None
+    }
+
+
 async def list_members(
     session: AsyncSession,
     *,
@@ -106,17 +122,25 @@ async def list_members(
     cursor: str | None,
     filters: dict[str, Any],
 ) -> tuple[list[Member], str | None]:
-    query = member_list_query(principal=principal, filters=filters)
+    forbid_auditors(principal)
     after = decode_cursor(cursor, filters)
+    small = await subtree_forms(session, filters)
+    query = member_list_query(principal=principal, filters=filters, small=small)
     if after is not None:
         query = query.where(col(Member.id) > after[0])
     rows = (await session.scalars(query.order_by(col(Member.id)).limit(limit + 1))).all()
     return page_of(rows, limit=limit, key=lambda m: [m.id], filters=filters)
 
 
-def member_list_query(*, principal: Principal, filters: dict[str, Any]) -> Select[tuple[Member]]:
+def member_list_query(
+    *,
+    principal: Principal,
+    filters: dict[str, Any],
+    small: Mapping[str, bool] | None = None,
+) -> Select[tuple[Member]]:
     """The live members in the caller's scope that match the list filters (unordered);
-    the list and the export share it."""
+    the list and the export share it. `small` tells, per subtree filter, which form
+    (`scope.org_column_under`) to give it; through the org index unless it says no."""
     forbid_auditors(principal)
     age_min, age_max = filters.get("age_min"), filters.get("age_max")
     if age_min is not None and age_max is not None and age_min > age_max:
@@ -125,11 +149,11 @@ def member_list_query(*, principal: Principal, filters: dict[str, Any]) -> Selec
             errors=[FieldError(field="age_max", message="must not be below age_min")],
         )
     query = select(Member).where(col(Member.merged_into).is_(None), member_in_scope(principal))
-    if filters.get("org_id") is not None:
-        query = query.where(col(Member.org_id) == any_(org_id_array_under(filters["org_id"])))
-    if filters.get("residence_org_id") is not None:
-        under = org_id_array_under(filters["residence_org_id"])
-        query = query.where(col(Member.residence_org_id) == any_(under))
+    for name in SUBTREE_FILTERS:
+        if filters.get(name) is not None:
+            in_small = True if small is None else small.get(name, True)
+            column = col(getattr(Member, name))
+            query = query.where(org_column_under(column, filters[name], small=in_small))
     for name in ("category", "relation", "status", "education"):
         if filters.get(name) is not None:
             query = query.where(col(getattr(Member, name)) == str(filters[name]))

@@ -3,11 +3,15 @@ query (never as a filter after the fact)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, cast, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, any_, cast, exists, false, func, or_, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from common.auth import Principal, Role
 from services.registry.models import OPEN_TRANSFER_STATUSES, Member, Org, Transfer
@@ -42,12 +46,71 @@ def org_ids_under(org_id: Any) -> Any:
 
 def org_id_array_under(org_id: Any) -> Any:
     """Ids of `org_id` and its subtree as one array value, for `column = ANY(...)`: the
-    planner then reaches members through their org index whatever the subtree's size (with
-    `IN (subquery)` it guesses one size for every subtree, and a community's first page
-    scanned the whole members table)."""
+    planner then reaches members through their org index (with `IN (subquery)` it guesses
+    one size for every subtree, and a community's first page scanned the whole members
+    table). For a small subtree only: a large one's array makes the planner read and sort
+    all its members (`org_column_under`)."""
     root = select(Org.path).where(Org.id == org_id).scalar_subquery()
     ids = select(func.array_agg(Org.id)).where(Org.path.op("<@")(root)).scalar_subquery()
     return cast(ids, ARRAY(PGUUID(as_uuid=True)))
+
+
+# --- a subtree filter on members: through the org index, or in id order -------------------
+
+# A subtree of up to this many orgs is read through the members' org index (`= ANY(ids)`,
+# then sorted); a larger one in id order (the keyset order) with the subtree as a
+# filter on `orgs.path <@ root` (the page is found early, the scan stops at limit + 1).
+# One form for both is bad for one of them: a whole province through the org index reads
+# and sorts all its members (with a filter besides `org_id`: no page in 120 s on 4 million
+# members); a community in id order walks the whole table.
+# Or of less than this share of all orgs (a street of a city: its members are too sparse
+# in id order).
+SMALL_SUBTREE_ORGS = 64
+SMALL_SUBTREE_SHARE = 0.05
+# The subtree's size and the planner's estimate of all orgs (-1 before ANALYZE); asyncpg
+# parameters ($1: the subtree's root).
+SUBTREE_SIZE = (
+    "SELECT count(*), "
+    "(SELECT c.reltuples FROM pg_class c WHERE c.oid = 'registry.orgs'::regclass) "
+    "FROM registry.orgs o "
+    "WHERE o.path <@ (SELECT r.path FROM registry.orgs r WHERE r.id = $1)"
+)
+
+FetchRow = Callable[..., Awaitable[Any]]
+
+
+async def subtree_is_small(fetchrow: FetchRow, org_id: uuid.UUID) -> bool:
+    """Whether the members under `org_id` are read through the org index (True) or in id
+    order (False): the one choice for every list of a subtree's members. `fetchrow` is an
+    asyncpg connection's (`session_fetchrow` gives a session's)."""
+    row = await fetchrow(SUBTREE_SIZE, org_id)
+    orgs, all_orgs = int(row[0]), float(row[1] or 0)
+    return orgs <= SMALL_SUBTREE_ORGS or orgs < SMALL_SUBTREE_SHARE * all_orgs
+
+
+async def session_fetchrow(session: AsyncSession) -> FetchRow:
+    """The `fetchrow` of the session's own connection (it sees what the session sees)."""
+    connection = await (await session.connection()).get_raw_connection()
+    driver: Any = connection.driver_connection
+    fetchrow: FetchRow = driver.fetchrow
+    return fetchrow
+
+
+def org_column_under(column: Any, org_id: Any, *, small: bool) -> ColumnElement[bool]:
+    """`column` (an org reference of the outer row) lies in the subtree of `org_id`: as
+    `= ANY(ids)` for a small subtree (the column's index), else as a per-row test of the
+    referenced org's path: a filter, never a join the planner could drive from the orgs
+    (it guesses a subtree of 1% of the orgs, and a province's page then probed the org
+    index once per org and sorted all its members) — the scan goes in id order and stops
+    at the page's end (or, for a rare filter, reads the table once and sorts the few)."""
+    if small:
+        small_form: ColumnElement[bool] = column == any_(org_id_array_under(org_id))
+        return small_form
+    org, root = aliased(Org), aliased(Org)
+    root_path = select(root.path).where(root.id == org_id).scalar_subquery()
+    path = select(org.path).where(org.id == column).scalar_subquery()
+    large_form: ColumnElement[bool] = path.op("<@")(root_path)
+    return large_form
 
 
 def member_in_scope(principal: Principal) -> ColumnElement[bool]:
