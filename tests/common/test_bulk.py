@@ -4,6 +4,7 @@ skipped, and the inserted rows returned."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 from datetime import date
 
@@ -23,7 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.bulk import insert_rows
+from common.bulk import gc_paused, insert_rows
 
 metadata = MetaData()
 things = Table(
@@ -86,3 +87,43 @@ async def test_rows_go_in_as_given(db: async_sessionmaker[AsyncSession]) -> None
 async def test_no_rows_is_no_statement(db: async_sessionmaker[AsyncSession]) -> None:
     async with db() as session:
         assert await insert_rows(session, things, []) == []
+
+
+async def test_a_value_shared_by_every_row_is_sent_once(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    """The same object in every row (a status, NULL, one JSON document) goes in as one
+    parameter; every row still gets it, also when all columns are the same."""
+    born, data, tags = date(1980, 5, 6), {"k": [1, "v"]}, ["x", None]
+    same = {"name": "同一", "n": 7, "born": born, "data": data, "tags": tags, "blob": None}
+    key = uuid.uuid4()
+    async with db() as session:
+        await session.execute(
+            text(
+                "CREATE TEMP TABLE bulk_things (id uuid, name varchar(50), n bigint, "
+                "born date, blob bytea, data jsonb, tags text[])"
+            )
+        )
+        await insert_rows(session, things, [{"id": uuid.uuid4(), **same} for _ in range(3)])
+        await insert_rows(session, things, [{"id": key, **same}, {"id": key, **same}])
+        stored = list(await session.execute(select(things)))
+    assert len(stored) == 5
+    assert sum(r.id == key for r in stored) == 2
+    for r in stored:
+        assert (r.name, r.n, r.born, r.blob, r.data, r.tags) == ("同一", 7, born, None, data, tags)
+
+
+def test_collection_waits_until_the_last_bulk_block_ends() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()  # one who turned it off keeps it off
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from common.bulk import gc_paused
 from common.errors import problem_responses
 from common.idempotency import IdempotencyKeyHeader, fingerprint, run_idempotent
 from common.pagination import CursorQuery, LimitQuery
@@ -64,15 +65,16 @@ async def sync_members(
     service.authorize_sync(principal, org_id)
 
     async def produce() -> tuple[int, object]:
-        result = await service.sync_members(
-            session,
-            org_id=org_id,
-            data=data,
-            principal=principal,
-            resolve=registry_resolver(request, settings),
-            chunk=settings.sync_chunk,
-        )
-        return 200, result.model_dump(mode="json")
+        with gc_paused():
+            result = await service.sync_members(
+                session,
+                org_id=org_id,
+                data=data,
+                principal=principal,
+                resolve=registry_resolver(request, settings),
+                chunk=settings.sync_chunk,
+            )
+            return 200, result.model_dump(mode="json")
 
     # A keyed hash: the body holds ID numbers. Only a retry with a key compares it (20,000
     # rows serialized and hashed for nothing otherwise).

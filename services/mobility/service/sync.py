@@ -7,6 +7,7 @@ feedback after a cursor."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -46,6 +47,8 @@ lc = links.c
 Resolver = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 _row_adapter: TypeAdapter[SyncMember] = TypeAdapter(SyncMember)
+
+RESOLVE_CONCURRENCY = 2  # registry calls in flight at once during one sync
 
 
 def authorize_sync(principal: Principal, org_id: uuid.UUID, *, reading: bool = False) -> None:
@@ -112,14 +115,13 @@ async def sync_members(
             "residence_community_code": r.residence_community_code,
             "address": r.address,
             "employer": unit.name,
-            "category": "in_service_resident",
-            "workplace_org_id": str(org_id),
+            # `category` is the registry's default; the workplace is this side's link.
         }
         for i, r in rows.items()
     ]
     resolved: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(persons), chunk):
-        for result in await resolve(persons[start : start + chunk]):
+    for results in await _resolve_all(resolve, persons, chunk):
+        for result in results:
             resolved[int(result["index"])] = result
     wanted: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]] = {}
     for index, row in rows.items():
@@ -230,6 +232,42 @@ async def sync_members(
         ended=len(ended),
         errors=errors,
     )
+
+
+async def _resolve_all(
+    resolve: Resolver, persons: list[dict[str, Any]], chunk: int
+) -> list[list[dict[str, Any]]]:
+    """The registry's answers for every chunk of `persons`, in order. Up to
+    `RESOLVE_CONCURRENCY` chunks are in flight at once (the registry's statements run
+    while this side and the other chunks do their Python), unless one ID number recurs
+    in the file: then two chunks could register the same person in two transactions
+    that wait on each other, so they go one after another as before."""
+    parts = [persons[start : start + chunk] for start in range(0, len(persons), chunk)]
+    numbers = {str(p["id_number"]).strip().upper() for p in persons}
+    if len(parts) < 2 or len(numbers) < len(persons):
+        return [await resolve(part) for part in parts]
+    gate = asyncio.Semaphore(RESOLVE_CONCURRENCY)
+    failed = False
+
+    async def one(part: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        nonlocal failed
+        async with gate:
+            if failed:  # no more calls once one failed (the sync fails as a whole)
+                return None
+            try:
+                return await resolve(part)
+            except BaseException:
+                failed = True
+                raise
+
+    answers = await asyncio.gather(*(one(part) for part in parts), return_exceptions=True)
+    results: list[list[dict[str, Any]]] = []
+    for answer in answers:  # the first failure in file order, as one-by-one calls raise it
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer is not None:  # None only after a failure, raised above
+            results.append(answer)
+    return results
 
 
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:

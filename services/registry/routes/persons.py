@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from common.bulk import gc_paused
 from common.errors import problem_responses
 from services.registry.dependencies import CryptoDep, PrincipalDep, SessionDep
 from services.registry.schemas.persons import ResolveRequest, ResolveResponse
@@ -24,7 +25,10 @@ router = APIRouter(prefix="/persons", tags=["persons"])
 async def resolve_persons(
     data: ResolveRequest, session: SessionDep, principal: PrincipalDep, crypto: CryptoDep
 ) -> Response:
-    results = await service.resolve_persons(session, data=data, principal=principal, crypto=crypto)
-    # Serialized once: tens of thousands of results are not validated a second time.
-    body = ResolveResponse(results=results).model_dump_json()
+    with gc_paused():  # tens of thousands of rows: see `common.bulk.gc_paused`
+        results = await service.resolve_persons(
+            session, data=data, principal=principal, crypto=crypto
+        )
+        # Serialized once: tens of thousands of results are not validated a second time.
+        body = ResolveResponse(results=results).model_dump_json()
     return Response(body, media_type="application/json")

@@ -228,12 +228,15 @@ def resume_json(entries: list[ResumeEntry]) -> list[dict[str, Any]]:
     return [e.model_dump(mode="json", by_alias=True) for e in entries]
 
 
-def id_number_columns(crypto: FieldCrypto, number: str | None) -> dict[str, Any]:
+def id_number_columns(
+    crypto: FieldCrypto, number: str | None, *, digest: bytes | None = None
+) -> dict[str, Any]:
+    """`digest`: the number's keyed hash (`ID_NUMBER`) when the caller already took it."""
     if number is None:
         return {"id_number_cipher": None, "id_number_hash": None, "id_number_masked": None}
     return {
         "id_number_cipher": crypto.keys.encrypt(number, purpose=ID_NUMBER),
-        "id_number_hash": crypto.lookup.digest(number, purpose=ID_NUMBER),
+        "id_number_hash": digest or crypto.lookup.digest(number, purpose=ID_NUMBER),
         "id_number_masked": idnumber.mask(number),
     }
 

@@ -31,7 +31,11 @@ from services.registry.models import (
     audit_log,
 )
 from services.registry.schemas.persons import PersonIn, PersonResult, ResolveRequest
-from services.registry.service.member_card import id_number_columns, phone_columns
+from services.registry.service.member_card import (
+    ID_NUMBER,
+    id_number_columns,
+    phone_columns,
+)
 
 CHUNK = 10_000  # ID-number hashes per lookup
 
@@ -57,7 +61,7 @@ def _check(person: PersonIn, crypto: FieldCrypto) -> _Row | str:
             return f"phone: {exc}"
     if not person.name.strip():
         return "name: is blank"
-    digest = crypto.lookup.digest(number.number, purpose="member.id_number")
+    digest = crypto.lookup.digest(number.number, purpose=ID_NUMBER)
     return _Row(person, number, phone, digest)
 
 
@@ -145,7 +149,8 @@ def _card(row: _Row, *, residence_org_id: uuid.UUID, crypto: FieldCrypto) -> dic
         "name": person.name.strip(),
         "gender": row.number.gender,
         "birth_date": row.number.birth_date,
-        **id_number_columns(crypto, row.number.number),
+        # The number's keyed hash is the one `_check` took (not computed twice).
+        **id_number_columns(crypto, row.number.number, digest=row.digest),
         **phone_columns(crypto, row.phone),
         "membership": Membership.full.value,
         "category": Category.in_service_resident.value,
@@ -184,7 +189,5 @@ async def _audit(session: AsyncSession, principal: Principal, member_ids: list[u
         "client_addr": client_addr_var.get(),
         "request_id": request_id_var.get(),
     }
-    entries = [
-        base | {"id": uuid.uuid4(), "record_id": i, "subject_member_id": i} for i in member_ids
-    ]
-    await insert_rows(session, audit_log, entries)
+    entries = [base | {"record_id": i, "subject_member_id": i} for i in member_ids]
+    await insert_rows(session, audit_log, entries, computed={"id": "gen_random_uuid()"})
