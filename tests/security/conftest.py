@@ -27,6 +27,25 @@ import pytest
 from services.registry.idnumber import check_character
 from tests.contract.system import ADMIN_PASSWORD, ADMIN_USER, System, running_system
 
+# The gateway's in-process harness (tests/gateway/conftest.py), for the OWASP and duties tests.
+from tests.gateway.conftest import (  # noqa: F401
+    admin_client,
+    admin_token,
+    anon,
+    as_user,
+    clock,
+    gateway_app,
+    gateway_settings,
+    gw,
+    login,
+    make_user,
+    registry_app,
+    security_client,
+    service_apps,
+    tree,
+    upstream,
+)
+
 DEBUG_EVERYWHERE = """\
 import logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
@@ -93,7 +112,7 @@ class Api:
             time.sleep(0.2)  # bounded by the deadline: waiting for event delivery
 
 
-def login(client: httpx.Client, username: str, password: str) -> str:
+def password_login(client: httpx.Client, username: str, password: str) -> str:
     r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
@@ -121,7 +140,7 @@ def run_scenario(scenario: Scenario) -> None:
     rng = random.Random(secrets.randbits(64))
     tag = uuid.uuid4().hex[:8].upper()
     with httpx.Client(base_url=scenario.system.gateway_url, timeout=60, trust_env=False) as c:
-        api = Api(c, login(c, ADMIN_USER, ADMIN_PASSWORD))
+        api = Api(c, password_login(c, ADMIN_USER, ADMIN_PASSWORD))
         city = api.call(
             "POST",
             "/registry/orgs",
@@ -268,10 +287,10 @@ def run_scenario(scenario: Scenario) -> None:
         assert api.call("GET", f"/activities/talks/{talk['id']}", 200)["notes"] == notes
         scenario.ids["talk"] = talk["id"]
         # The audit trail holds the reads: an auditor (made by the security admin) reads it.
-        security = Api(c, login(c, SECURITY_ADMIN_USER, SECURITY_ADMIN_PASSWORD))
+        security = Api(c, password_login(c, SECURITY_ADMIN_USER, SECURITY_ADMIN_PASSWORD))
         auditor = {"username": f"auditor-{tag}", "password": "Audit-trail-2026", "role": "auditor"}
         security.call("POST", "/auth/users", 201, json=auditor)
-        trail = Api(c, login(c, auditor["username"], auditor["password"])).call(
+        trail = Api(c, password_login(c, auditor["username"], auditor["password"])).call(
             "GET", "/audit", 200, params={"limit": 200, "subject_member_id": first}
         )
         assert "member.read_id_number" in {e["action"] for e in trail["items"]}, trail

@@ -4,9 +4,6 @@ them can do another's job: an admin grants no role above an org admin's and read
 trail; a security admin reads no member record and changes no party data; an auditor reads
 the trail and nothing else."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -16,23 +13,7 @@ import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    security_client,
-    service_apps,
-    tree,
-    upstream,
-)
+from tests.gateway.conftest import PASSWORD
 from tests.registry.factories import Tree, make_member
 
 AsUser = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -7,9 +7,6 @@ holds more rows (orgs, members, pledges, funds, stats); `TestEveryResourceIsCove
 that, between the two, every operation of the contract that takes an id is tried across
 org scopes (or is named in `NOT_ORG_SCOPED` with the reason)."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -22,21 +19,6 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    service_apps,
-    tree,
-    upstream,
-)
 from tests.gateway.test_authz_matrix import CASES as MATRIX_CASES
 from tests.registry.factories import Tree
 from tests.security.owasp_world import AC, AsUser, Gw, M, R, World, build_world

@@ -12,9 +12,6 @@ searched for them. The full values appear only where the contract puts them, for
 puts them: the ID number in the audited `/id-number` read, the notes in the admin's
 `GET /talks/{id}`, the phone in single reads for those in charge."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import io
@@ -29,21 +26,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    service_apps,
-    tree,
-    upstream,
-)
 from tests.registry.factories import Tree, make_member
 from tests.security.owasp_world import (
     AC,

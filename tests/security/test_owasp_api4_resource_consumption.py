@@ -8,9 +8,6 @@ and each caller's requests are rate limited everywhere (429 with `Retry-After`),
 gateway's own routes and the login included. `tests/gateway/test_ratelimit.py` holds the
 token bucket's own tests."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -24,25 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    ADMIN_PASSWORD,
-    ADMIN_USER,
-    FakeClock,
-    ServiceRouter,
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    service_apps,
-    tree,
-    upstream,
-)
+from tests.gateway.conftest import ADMIN_PASSWORD, ADMIN_USER, FakeClock, ServiceRouter
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "openapi" / "lianxin.json"
 DOC = json.loads(SNAPSHOT.read_text(encoding="utf-8"))

@@ -9,9 +9,6 @@ and a key's own webhooks). The admin may do them (the same bodies pass the schem
 admin, so the 403s are not 422s in disguise).
 `tests/gateway/test_authz_matrix.py` and each service's tests hold more rows."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -22,21 +19,6 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    service_apps,
-    tree,
-    upstream,
-)
 from tests.registry.factories import Tree
 from tests.security.owasp_world import AsUser, Gw, World, build_world
 from tests.security.test_owasp_api1_object_level import PROBES

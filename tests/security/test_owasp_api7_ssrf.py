@@ -8,30 +8,12 @@ IPv6-embedded forms, deprecated and special-purpose ranges), resolved by the rea
 resolver as the gateway does; and that only an explicit `allow_private` by an admin lets a
 private target through."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import httpx
 import pytest
 
 from gateway.webhooks.ssrf import AddressRefused, check_target, system_resolver
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    service_apps,
-    tree,
-    upstream,
-)
 from tests.registry.factories import Tree
 from tests.security.owasp_world import AsUser
 

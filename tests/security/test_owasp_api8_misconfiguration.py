@@ -7,9 +7,6 @@ without a stack trace; no app runs in debug; the launchers never send a `server`
 configured origins, errors included. `tests/gateway/test_proxy_headers.py` holds the
 header and CORS basics."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -22,24 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    FakeClock,
-    ServiceRouter,
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    registry_app,
-    service_apps,
-    tree,
-    upstream,
-)
+from tests.gateway.conftest import FakeClock, ServiceRouter
 from tests.security.owasp_world import AsUser, Gw
 from tools import serve
 
