@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -139,6 +140,25 @@ def _upstream_target(request: Request, service: str) -> bytes:
     return raw_path + (b"?" + query if query else b"")
 
 
+# A target of only these (RFC 3986 path and query characters, `%` only as an escape) is
+# what `httpx.URL.copy_with(raw_path=...)` keeps as it is: it needs no parsing again.
+_PLAIN_TARGET = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+
+
+def upstream_url(base: httpx.URL, target: bytes) -> httpx.URL:
+    """`base.copy_with(raw_path=target)`: the service's URL of a request. httpx parses and
+    checks the whole URL again for that (~50 µs a request, an eighth of the gateway's own
+    CPU per proxied request); a target the server already took and that holds nothing to
+    escape or normalize (the usual one) only replaces the base's path and query."""
+    reference = getattr(base, "_uri_reference", None)
+    if reference is None or not _PLAIN_TARGET.fullmatch(target) or not target.startswith(b"/"):
+        return base.copy_with(raw_path=target)
+    path, question, query = target.decode("ascii").partition("?")
+    url = httpx.URL.__new__(httpx.URL)
+    url._uri_reference = reference._replace(path=path, query=query if question else None)
+    return url
+
+
 def _has_body(request: Request) -> bool:
     headers = request.headers
     if "transfer-encoding" in headers:
@@ -202,7 +222,7 @@ class Proxy:
             raise NotFound(f"There is no service {service!r}.")
         await self._authorize(request)
         headers = self._request_headers(request)
-        url = upstream.base_url.copy_with(raw_path=_upstream_target(request, service))
+        url = upstream_url(upstream.base_url, _upstream_target(request, service))
         body = _Body(request) if _has_body(request) else None
         method = request.method
         attempts = 1 + (self.retries if method in IDEMPOTENT else 0)

@@ -14,7 +14,7 @@ from services.registry.app import create_app
 from services.registry.service import member_read, scope
 from services.registry.settings import RegistrySettings
 from tests.helpers import client, mint
-from tests.registry.factories import build_tree, make_member, next_id_number
+from tests.registry.factories import build_tree, make_member, make_org, next_id_number
 
 
 @pytest.fixture
@@ -100,3 +100,61 @@ async def test_a_subtree_page_by_page(
             "/api/v1/registry/members", params={"org_id": tree.street["id"], "cursor": "x"}
         )
         assert bad.status_code == 422
+
+
+async def test_a_subtree_page_shows_what_was_added_after_the_last_page(
+    live_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The subtree's size (which picks the plan) is remembered for a while; its rows never
+    # are: a community and members added after a page show on the next one.
+    monkeypatch.setattr(scope, "SMALL_SUBTREE_ORGS", 4)
+    monkeypatch.setattr(scope, "SMALL_SUBTREE_SHARE", 0.0)
+    async with client(live_app, mint("admin", username="root")) as admin:
+        tree = await build_tree(admin)
+        first = await make_member(admin, org_id=tree.community_a["id"])
+        params = {"org_id": tree.street["id"], "limit": 50}
+        r = await admin.get("/api/v1/registry/members", params=params)
+        assert [m["id"] for m in r.json()["items"]] == [first["id"]]
+        # The street now has more orgs than a small subtree: its size as counted before
+        # is stale, the page is not.
+        for n in range(3):
+            community = await make_org(admin, parent_id=tree.street["id"], name=f"新社区{n}")
+            await make_member(admin, org_id=community["id"])
+        later = await make_member(admin, org_id=tree.building_a1["id"])
+        r = await admin.get("/api/v1/registry/members", params=params)
+        assert r.status_code == 200
+        ids = [m["id"] for m in r.json()["items"]]
+        assert len(ids) == 5 and first["id"] in ids and later["id"] in ids
+        assert ids == sorted(ids)
+        # And once the remembered size expires, the same rows in the other form.
+        monkeypatch.setattr(scope, "_sizes", {})
+        again = await admin.get("/api/v1/registry/members", params=params)
+        assert again.json() == r.json()
+
+
+async def test_a_subtree_page_needs_no_session(
+    live_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hot list reads on the app's pool; a page by other filters still takes the ORM
+    # path, with a session of its own.
+    async with client(live_app, mint("admin", username="root")) as admin:
+        tree = await build_tree(admin)
+        card = await make_member(admin, org_id=tree.community_a["id"])
+        opened: list[object] = []
+        maker = live_app.state.sessionmaker
+
+        def counting() -> AsyncSession:
+            session = maker()
+            opened.append(session)
+            return session
+
+        monkeypatch.setattr(live_app.state, "sessionmaker", counting)
+        r = await admin.get("/api/v1/registry/members", params={"org_id": tree.street["id"]})
+        assert r.status_code == 200 and [m["id"] for m in r.json()["items"]] == [card["id"]]
+        assert opened == []
+        r = await admin.get(
+            "/api/v1/registry/members",
+            params={"org_id": tree.street["id"], "category": card["category"]},
+        )
+        assert r.status_code == 200 and [m["id"] for m in r.json()["items"]] == [card["id"]]
+        assert len(opened) == 1

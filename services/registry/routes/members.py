@@ -123,14 +123,14 @@ MemberFiltersDep = Annotated[dict[str, Any], Depends(member_filters)]
 )
 async def list_members(
     request: Request,
-    session: SessionDep,
     principal: PrincipalDep,
     crypto: CryptoDep,
     filters: MemberFiltersDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> Response:
-    # A subtree's page by `org_id` alone is the hot list (see `member_read.list_page`).
+    # A subtree's page by `org_id` alone is the hot list (see `member_read.list_page`): no
+    # session; the ORM path opens one itself (a read: nothing to commit).
     page = await member_read.list_page(
         request.app,
         principal=principal,
@@ -140,9 +140,10 @@ async def list_members(
         cursor=cursor,
     )
     if page is None:
-        rows, next_cursor = await service.list_members(
-            session, principal=principal, limit=limit, cursor=cursor, filters=filters
-        )
+        async with request.app.state.sessionmaker() as session:
+            rows, next_cursor = await service.list_members(
+                session, principal=principal, limit=limit, cursor=cursor, filters=filters
+            )
         items = [to_public(m, crypto=crypto, principal=principal) for m in rows]
         page = Page[MemberPublic](items=items, next_cursor=next_cursor)
     # Already validated models: serialized once, not validated a second time.

@@ -3,6 +3,7 @@ query (never as a filter after the fact)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -78,13 +79,28 @@ SUBTREE_SIZE = (
 
 FetchRow = Callable[..., Awaitable[Any]]
 
+# Only the plan depends on a subtree's size, and the size changes rarely: the counts are
+# kept per org for a while (a memo of this process, bounded), so a page costs one
+# statement, not two — counting a province's 26,000 orgs took longer than reading its
+# page. A count gone stale picks the slower form for a while, never other rows.
+SUBTREE_SIZE_TTL_S = 60.0
+SUBTREE_SIZE_MEMO = 4096  # orgs
+_sizes: dict[uuid.UUID, tuple[float, int, float]] = {}  # org -> (expires, orgs, all orgs)
+
 
 async def subtree_is_small(fetchrow: FetchRow, org_id: uuid.UUID) -> bool:
     """Whether the members under `org_id` are read through the org index (True) or in id
     order (False): the one choice for every list of a subtree's members. `fetchrow` is an
     asyncpg connection's (`session_fetchrow` gives a session's)."""
-    row = await fetchrow(SUBTREE_SIZE, org_id)
-    orgs, all_orgs = int(row[0]), float(row[1] or 0)
+    now = time.monotonic()
+    memo = _sizes.get(org_id)
+    if memo is None or memo[0] <= now:
+        row = await fetchrow(SUBTREE_SIZE, org_id)
+        memo = (now + SUBTREE_SIZE_TTL_S, int(row[0]), float(row[1] or 0))
+        if org_id not in _sizes and len(_sizes) >= SUBTREE_SIZE_MEMO:
+            del _sizes[next(iter(_sizes))]  # the oldest entry
+        _sizes[org_id] = memo
+    _, orgs, all_orgs = memo
     return orgs <= SMALL_SUBTREE_ORGS or orgs < SMALL_SUBTREE_SHARE * all_orgs
 
 
