@@ -7,9 +7,6 @@
 - the contract links each created record to the operations that take its id (the
   stateful phase follows them)."""
 
-# The gateway harness's fixtures are imported, and then parameters of the tests here.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -19,21 +16,6 @@ import httpx
 import pytest
 
 from gateway.openapi import LINKS
-from tests.gateway.conftest import (  # noqa: F401  (fixtures)
-    admin_client,
-    admin_token,
-    anon,
-    as_user,
-    clock,
-    gateway_app,
-    gateway_settings,
-    gw,
-    login,
-    make_user,
-    service_apps,
-    tree,
-    upstream,
-)
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "openapi" / "lianxin.json"
 DOC = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
