@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from common.db import create_engine, metadata
+from common.partitions import PARTITION_NAME
 
 MODELS = {
     "registry": "services.registry.models",
@@ -45,6 +46,9 @@ def include_object_for(schema: str) -> Any:
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
         if type_ == "table":
+            # Partitions are the database's business: the models declare their parent.
+            if reflected and name and PARTITION_NAME.match(name):
+                return False
             return bool(obj.schema == schema) and name != "alembic_version"
         table = getattr(obj, "table", None)
         return table is None or table.schema == schema

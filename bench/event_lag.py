@@ -142,8 +142,8 @@ async def create_org(url: str) -> tuple[uuid.UUID, str]:
     try:
         org_id = uuid.uuid4()
         path = await conn.fetchval(
-            "INSERT INTO registry.orgs (id, seq, code, name, kind, area_level, path) "
-            "SELECT $1, s, $2, '基准社区', 'branch', 'community', s::text::ltree "
+            "INSERT INTO registry.orgs (id, shard_key, seq, code, name, kind, area_level, path) "
+            "SELECT $1, $1, s, $2, '基准社区', 'branch', 'community', s::text::ltree "
             "FROM nextval(pg_get_serial_sequence('registry.orgs', 'seq')) AS s "
             "RETURNING path::text",
             org_id,
@@ -179,9 +179,9 @@ async def asyncpg_writes(
         }
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO registry.members (id, name, gender, birth_date, membership, "
-                "category, relation, status, org_id) VALUES ($1, $2, 'male', '1970-01-01', "
-                "'full', 'retired', 'enrolled', 'active', $3)",
+                "INSERT INTO registry.members (id, shard_key, name, gender, birth_date, "
+                "membership, category, relation, status, org_id) VALUES ($1, $3, $2, 'male', "
+                "'1970-01-01', 'full', 'retired', 'enrolled', 'active', $3)",
                 member_id,
                 data["name"],
                 org_id,
@@ -211,6 +211,7 @@ async def service_writes(url: str, org_id: uuid.UUID, *, rate: float, duration_s
         async with sessions() as session:
             member = Member(
                 id=uuid.uuid4(),
+                shard_key=org_id,  # the root org's own key (common/sharding.py)
                 name=f"基准党员{i}",
                 gender="male",
                 birth_date=date(1970, 1, 1),

@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 
 from common.crypto import KeyRing, Lookup
 from common.db import plain_url
+from common.sharding import UNSHARDED, child_shard_key
 from services.registry import idnumber
 from services.registry.service.member_card import ID_NUMBER
 from tools import migrate, pg
@@ -205,7 +206,21 @@ async def generate(
     now = "2026-01-01 00:00:00+00"
     conn = await asyncpg.connect(plain_url(url))
     try:
-        org_cols = ["id", "seq", "code", "name", "kind", "area_level", "parent_id", "path"]
+        org_cols = [
+            "id",
+            "shard_key",
+            "seq",
+            "code",
+            "name",
+            "kind",
+            "area_level",
+            "parent_id",
+            "path",
+        ]
+        keys: dict[uuid.UUID, uuid.UUID] = {}  # common/sharding.py's rule; parents come first
+        for o in orgs:
+            parent_key = keys[o.parent.id] if o.parent else None
+            keys[o.id] = child_shard_key(o.id, parent_key, o.parent and o.parent.area_level)
         await _copy(
             conn,
             "registry.orgs",
@@ -213,6 +228,7 @@ async def generate(
             (
                 [
                     o.id,
+                    keys[o.id],
                     o.seq,
                     o.code,
                     o.name,
@@ -224,6 +240,17 @@ async def generate(
                 for o in orgs
             ),
         )
+        await _copy(
+            conn,
+            "registry.org_codes",
+            ["code", "org_id", "shard_key"],
+            ([o.code, o.id, keys[o.id]] for o in orgs),
+        )
+        await conn.execute(
+            "INSERT INTO registry.upper_orgs (id, parent_id, path, code, name, kind, area_level) "
+            "SELECT id, parent_id, path, code, name, kind, area_level FROM registry.orgs "
+            "WHERE area_level = 'city'"
+        )
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('registry.orgs', 'seq'), $1)", len(orgs)
         )
@@ -232,7 +259,7 @@ async def generate(
             await _copy(
                 conn,
                 f"{schema}.orgs",
-                [*projected, "version", "updated_at"],
+                [*projected, "shard_key", "version", "updated_at"],
                 (
                     [
                         o.id,
@@ -242,6 +269,7 @@ async def generate(
                         o.name,
                         o.kind,
                         o.area_level,
+                        keys[o.id],
                         1,
                         now,
                     ]
@@ -308,30 +336,41 @@ async def generate(
         for table in ("registry.members", "mobility.members", "activities.members"):
             rebuild += await _drop_indexes(conn, table)
         await conn.execute(
-            """INSERT INTO registry.members (id, name, gender, birth_date, id_number_cipher,
-                   id_number_hash, id_number_masked, education, membership, category, relation,
-                   status, org_id, residence_org_id, joined_on)
-               SELECT id, name, gender, birth_date, cipher, hash, masked, education, 'full',
-                      category, relation, status, org_id, residence_org_id,
-                      birth_date + interval '30 years'
-               FROM gen_members"""
+            """INSERT INTO registry.members (id, shard_key, name, gender, birth_date,
+                   id_number_cipher, id_number_hash, id_number_masked, education, membership,
+                   category, relation, status, org_id, residence_org_id, joined_on)
+               SELECT g.id, coalesce(o.shard_key, r.shard_key, $1), g.name, g.gender,
+                      g.birth_date, g.cipher, g.hash, g.masked, g.education, 'full',
+                      g.category, g.relation, g.status, g.org_id, g.residence_org_id,
+                      g.birth_date + interval '30 years'
+               FROM gen_members g
+               LEFT JOIN registry.orgs o ON o.id = g.org_id
+               LEFT JOIN registry.orgs r ON r.id = g.residence_org_id""",
+            UNSHARDED,
+        )
+        await conn.execute(
+            """INSERT INTO registry.member_identities (id_number_hash, member_id, shard_key)
+               SELECT id_number_hash, id, shard_key FROM registry.members
+               WHERE id_number_hash IS NOT NULL"""
         )
         progress(f"registry.members written ({time.perf_counter() - started:.1f} s)")
         await conn.execute(
             """INSERT INTO mobility.members (member_id, name, birth_date, status, category,
-                   relation, org_id, org_path, residence_org_id, residence_path, version,
-                   updated_at)
-               SELECT id, name, birth_date, status, category, relation, org_id,
-                      org_path::ltree, residence_org_id, residence_path::ltree, 1, now()
-               FROM gen_members"""
+                   relation, org_id, org_path, residence_org_id, residence_path, shard_key,
+                   version, updated_at)
+               SELECT g.id, g.name, g.birth_date, g.status, g.category, g.relation, g.org_id,
+                      g.org_path::ltree, g.residence_org_id, g.residence_path::ltree,
+                      m.shard_key, 1, now()
+               FROM gen_members g JOIN registry.members m ON m.id = g.id"""
         )
         await conn.execute(
             """INSERT INTO activities.members (member_id, name, birth_date, education, status,
                    category, relation, org_id, org_path, residence_org_id, residence_path,
-                   version, updated_at)
-               SELECT id, name, birth_date, education, status, category, relation, org_id,
-                      org_path::ltree, residence_org_id, residence_path::ltree, 1, now()
-               FROM gen_members"""
+                   shard_key, version, updated_at)
+               SELECT g.id, g.name, g.birth_date, g.education, g.status, g.category,
+                      g.relation, g.org_id, g.org_path::ltree, g.residence_org_id,
+                      g.residence_path::ltree, m.shard_key, 1, now()
+               FROM gen_members g JOIN registry.members m ON m.id = g.id"""
         )
         await conn.execute("DROP TABLE gen_members")
         for definition in rebuild:

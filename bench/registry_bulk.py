@@ -52,6 +52,7 @@ from openpyxl import Workbook
 from bench import _rows
 from common.auth import ALGORITHM
 from common.db import plain_url
+from common.sharding import child_shard_key
 from services.registry.idnumber import check_character
 from tools import migrate, pg
 from tools.servers import UvicornProcess
@@ -210,11 +211,15 @@ def org_tree() -> list[Org]:
 
 
 async def load_orgs(url: str, orgs: list[Org]) -> None:
+    keys: dict[uuid.UUID, uuid.UUID] = {}  # common/sharding.py's rule; parents come first
+    for o in orgs:
+        parent_key = keys[o.parent.id] if o.parent else None
+        keys[o.id] = child_shard_key(o.id, parent_key, o.parent and o.parent.area_level)
     conn = await asyncpg.connect(plain_url(url))
     try:
         await conn.executemany(
-            "INSERT INTO registry.orgs (id, seq, code, name, kind, area_level, parent_id, path) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, CAST($8::text AS ltree))",
+            "INSERT INTO registry.orgs (id, seq, code, name, kind, area_level, parent_id, path, "
+            "shard_key) VALUES ($1, $2, $3, $4, $5, $6, $7, CAST($8::text AS ltree), $9)",
             [
                 (
                     o.id,
@@ -225,9 +230,19 @@ async def load_orgs(url: str, orgs: list[Org]) -> None:
                     o.area_level,
                     o.parent and o.parent.id,
                     o.path,
+                    keys[o.id],
                 )
                 for o in orgs
             ],
+        )
+        await conn.execute(
+            "INSERT INTO registry.org_codes (code, org_id, shard_key) "
+            "SELECT code, id, shard_key FROM registry.orgs"
+        )
+        await conn.execute(
+            "INSERT INTO registry.upper_orgs (id, parent_id, path, code, name, kind, area_level) "
+            "SELECT id, parent_id, path, code, name, kind, area_level FROM registry.orgs "
+            "WHERE area_level = 'city'"
         )
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('registry.orgs', 'seq'), $1)", len(orgs)
@@ -566,7 +581,10 @@ def main(argv: list[str] | None = None) -> int:
             async def empty() -> None:
                 conn = await asyncpg.connect(plain_url(cluster.url))
                 try:
-                    await conn.execute("TRUNCATE registry.members, registry.outbox CASCADE")
+                    await conn.execute(
+                        "TRUNCATE registry.members, registry.member_identities, registry.outbox "
+                        "CASCADE"
+                    )
                 finally:
                     await conn.close()
 

@@ -6,6 +6,7 @@ sensitive value (ID number, phone, notes, whereabouts) as any of these fields.""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
@@ -38,6 +40,7 @@ from common.pagination import (
     decode_cursor,
     page_of,
 )
+from common.partitions import Layout, convert_sql, unconvert_sql
 
 
 def audit_table(metadata: MetaData, schema: str) -> Table:
@@ -45,7 +48,14 @@ def audit_table(metadata: MetaData, schema: str) -> Table:
         "audit_log",
         metadata,
         Column("id", PGUUID(as_uuid=True), primary_key=True, default=uuid.uuid4),
-        Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # The partition column (UTC months: AUDIT_LAYOUT), so in the key.
+        Column(
+            "at",
+            DateTime(timezone=True),
+            primary_key=True,
+            nullable=False,
+            server_default=func.now(),
+        ),
         Column("actor", String(200), nullable=False),
         Column("role", String(32), nullable=False),
         Column("action", String(64), nullable=False),
@@ -58,7 +68,62 @@ def audit_table(metadata: MetaData, schema: str) -> Table:
         Index(None, "at"),
         Index(None, "subject_member_id", "at"),
         schema=schema,
+        postgresql_partition_by="RANGE (at)",
     )
+
+
+# Monthly partitions (common/partitions.py); the migrations create two years ahead and every
+# migration run (tools/migrate.py) extends them, the services' upkeep too.
+AUDIT_MONTHS_AHEAD = 24
+AUDIT_LAYOUT = Layout(
+    table="audit_log",
+    column="at",
+    unit="month",
+    ahead=AUDIT_MONTHS_AHEAD,
+    columns="id, at, actor, role, action, resource, record_id, subject_member_id, outcome, "
+    "client_addr, request_id",
+    table_sql="""CREATE TABLE {schema}.audit_log (
+        id uuid NOT NULL,
+        at timestamptz NOT NULL DEFAULT now(),
+        actor varchar(200) NOT NULL,
+        role varchar(32) NOT NULL,
+        action varchar(64) NOT NULL,
+        resource varchar(64) NOT NULL,
+        record_id uuid,
+        subject_member_id uuid,
+        outcome varchar(32) NOT NULL DEFAULT 'success',
+        client_addr varchar(64),
+        request_id varchar(128),
+        CONSTRAINT pk_audit_log PRIMARY KEY ({key})
+    ){partitioning}""",
+    indexes=[("audit_log_at", "at"), ("audit_log_subject_member_id", "subject_member_id, at")],
+    constraints=["pk_audit_log"],
+)
+
+
+def _audit_layout(*, partitioned: bool) -> Layout:
+    key = "id, at" if partitioned else "id"
+    return replace(AUDIT_LAYOUT, table_sql=AUDIT_LAYOUT.table_sql.replace("{key}", key))
+
+
+def partition_audit_sql(schema: str) -> list[str]:
+    """The plain audit log made partitioned by month, every record kept, still append-only."""
+    return [*convert_sql(schema, _audit_layout(partitioned=True)), *append_only_sql(schema)]
+
+
+def unpartition_audit_sql(schema: str) -> list[str]:
+    return [*unconvert_sql(schema, _audit_layout(partitioned=False)), *append_only_sql(schema)]
+
+
+async def add_audit_partitions(session: AsyncSession, schema: str) -> int:
+    """The coming months' partitions of `<schema>.audit_log`; how many were missing."""
+    made = await session.scalar(
+        text(
+            f"SELECT {schema}.audit_log_add_partitions((now() AT TIME ZONE 'UTC')::date, :months)"
+        ),
+        {"months": AUDIT_MONTHS_AHEAD},
+    )
+    return int(made or 0)
 
 
 def append_only_sql(schema: str, table: str = "audit_log") -> list[str]:

@@ -96,6 +96,9 @@ class BaseAppSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("NATS_URL", "LIANXIN_NATS_URL")
     )
     events_poll_interval_s: float = 1.0
+    # Days a relayed day of the outbox is kept (common/events/outbox_partitions.py); unset:
+    # kept for ever. Only with NATS: without it read models rebuild from the outbox itself.
+    outbox_retention_days: int | None = Field(default=None, ge=1)
     # Tracing (common/tracing.py): off unless an OTLP/HTTP endpoint is set.
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
@@ -114,6 +117,15 @@ class BaseAppSettings(BaseSettings):
         if not isinstance(data, dict):
             return data
         return read_secret_files(cls, data, os.environ)
+
+    @model_validator(mode="after")
+    def _retention_needs_nats(self) -> Self:
+        if self.outbox_retention_days is not None and not self.nats_url:
+            raise ValueError(
+                "LIANXIN_OUTBOX_RETENTION_DAYS needs NATS_URL: without NATS the outbox is the "
+                "only copy of the events read models are rebuilt from"
+            )
+        return self
 
     @model_validator(mode="after")
     def _database_password(self) -> Self:

@@ -19,9 +19,11 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     UniqueConstraint,
     func,
@@ -60,6 +62,16 @@ def _uuid_pk() -> Any:
     return Field(
         default_factory=uuid.uuid4, sa_column=Column(PGUUID(as_uuid=True), primary_key=True)
     )
+
+
+def _keyed_id() -> Any:
+    """The id of a row whose primary key is `(shard_key, id)`."""
+    return Field(default_factory=uuid.uuid4, sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+
+
+def _shard_key() -> Any:
+    """The distribution key (common/sharding.py) of the event a delivery carries."""
+    return Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
 
 
 def _created() -> Any:
@@ -216,10 +228,15 @@ class Webhook(SQLModel, table=True):
 
 
 class WebhookDelivery(SQLModel, table=True):
-    """One event for one webhook: delivered at most once successfully (unique pair)."""
+    """One event for one webhook: delivered at most once successfully (unique pair). It
+    carries the event's distribution key (`Event.shard_key`, `UNSHARDED` without one), its
+    attempts too: the primary key is `(shard_key, id)` as a sharded engine requires, and the
+    unique index on the id alone keeps lookups by id working while there is one node."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
+        PrimaryKeyConstraint("shard_key", "id"),
+        Index("uq_webhook_deliveries_id", "id", unique=True),
         UniqueConstraint("webhook_id", "event_id"),
         CheckConstraint(check_in("status", DeliveryStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
@@ -233,7 +250,8 @@ class WebhookDelivery(SQLModel, table=True):
         {"schema": SCHEMA},
     )
 
-    id: uuid.UUID = _uuid_pk()
+    id: uuid.UUID = _keyed_id()
+    shard_key: uuid.UUID = _shard_key()
     webhook_id: uuid.UUID = Field(
         sa_column=Column(
             PGUUID(as_uuid=True),
@@ -265,18 +283,20 @@ class WebhookAttempt(SQLModel, table=True):
 
     __tablename__ = "webhook_attempts"
     __table_args__ = (
+        PrimaryKeyConstraint("shard_key", "id"),
+        Index("uq_webhook_attempts_id", "id", unique=True),
         Index("ix_webhook_attempts_delivery_id_attempt", "delivery_id", "attempt"),
+        ForeignKeyConstraint(
+            ["shard_key", "delivery_id"],
+            [f"{SCHEMA}.webhook_deliveries.shard_key", f"{SCHEMA}.webhook_deliveries.id"],
+            ondelete="CASCADE",
+        ),
         {"schema": SCHEMA},
     )
 
-    id: uuid.UUID = _uuid_pk()
-    delivery_id: uuid.UUID = Field(
-        sa_column=Column(
-            PGUUID(as_uuid=True),
-            ForeignKey(f"{SCHEMA}.webhook_deliveries.id", ondelete="CASCADE"),
-            nullable=False,
-        )
-    )
+    id: uuid.UUID = _keyed_id()
+    shard_key: uuid.UUID = _shard_key()  # its delivery's
+    delivery_id: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
     attempt: int = Field(sa_column=Column(Integer, nullable=False))
     attempted_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -80,3 +81,22 @@ def client(app: FastAPI, token: str | None = None, **headers: str) -> httpx.Asyn
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=h
     )
+
+
+def keys_by_rule(tree: Mapping[Any, tuple[Any, str | None]]) -> dict[Any, Any]:
+    """Each org's distribution key from `{org: (parent, area_level)}`, recomputed the way
+    the tests see the rule (common/sharding.py), independently of the code under test: an
+    org under a city-level org, or at the root, is its own key; below any other org it
+    takes its parent's. A parent missing from `tree` counts as the root."""
+    keys: dict[Any, Any] = {}
+
+    def key(org: Any) -> Any:
+        if org not in keys:
+            parent = tree[org][0]
+            own = parent not in tree or tree[parent][1] == "city"
+            keys[org] = org if own else key(parent)
+        return keys[org]
+
+    for org in tree:
+        key(org)
+    return keys

@@ -62,6 +62,8 @@ MEANINGS: dict[str, str] = {
     "nats_url": "`nats://host:4222`: relay outboxes to JetStream and consume from there; "
     "unset: consume from the outbox tables",
     "events_poll_interval_s": "polling fallback when no notification comes",
+    "outbox_retention_days": "days a relayed day of the outbox is kept (needs NATS); unset: "
+    "kept for ever",
     "otel_exporter_otlp_endpoint": "OTLP/HTTP base URL (`http://collector:4318`): trace every "
     "request (W3C `traceparent` across gateway and services, spans per SQL statement); unset: "
     "no tracing at all",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
+
+from common.db import plain_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ("registry", "mobility", "activities", "gateway")
@@ -35,10 +39,36 @@ def upgrade_all(
     the owner's."""
     for schema in histories():
         command.upgrade(config(schema, url), revision)
+    if revision == "head":
+        extend_partitions(url)
     if roles:
         from tools.db_roles import apply_roles
 
         apply_roles(url, role_passwords)
+
+
+def extend_partitions(url: str) -> None:
+    """The coming ranges of every partitioned table (common/partitions.py): each deploy tops
+    them up, the services' upkeep between deploys."""
+    from common.audit import AUDIT_MONTHS_AHEAD
+    from common.events.outbox_partitions import LAYOUT as OUTBOX
+
+    async def run() -> None:
+        conn = await asyncpg.connect(plain_url(url))
+        try:
+            for schema in histories():
+                for table, count in (("audit_log", AUDIT_MONTHS_AHEAD), ("outbox", OUTBOX.ahead)):
+                    function = f"{schema}.{table}_add_partitions"
+                    if await conn.fetchval(
+                        "SELECT to_regprocedure($1) IS NOT NULL", f"{function}(date, integer)"
+                    ):
+                        await conn.execute(
+                            f"SELECT {function}((now() AT TIME ZONE 'UTC')::date, $1)", count
+                        )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 def downgrade_all(url: str) -> None:

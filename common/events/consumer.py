@@ -21,9 +21,21 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    and_,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,15 +45,21 @@ log = logging.getLogger("lianxin.events")
 
 Apply = Callable[[AsyncSession, Event], Awaitable[None]]
 HELD_BACK_MAX_PAUSE_S = 0.1
+# The database node a source's outbox is read from. One PostgreSQL: one node. On a sharded
+# engine each worker keeps its own transaction ids, so commit-safe order, and with it a
+# cursor, holds per node (docs/scaling.md, "Events").
+LOCAL_NODE = "local"
 
 
 def cursor_table(metadata: MetaData, schema: str) -> Table:
-    """`consumer_cursors`: how far each consumer of this schema got in each source."""
+    """`consumer_cursors`: how far each consumer of this schema got in each source, per
+    database node the source is read from."""
     return Table(
         "consumer_cursors",
         metadata,
         Column("consumer", String(100), primary_key=True),
         Column("source", String(64), primary_key=True),
+        Column("node", String(64), primary_key=True, server_default=LOCAL_NODE),
         Column("txid", Xid8(), nullable=False, server_default=text("'0'::xid8")),
         Column("id", BigInteger, nullable=False, server_default="0"),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -68,19 +86,25 @@ class BatchResult:
     held_back: bool = False  # newer rows wait for a transaction still running
 
 
+def _cursor_of(cursors: Table, consumer: str, source: str, node: str) -> Any:
+    return and_(cursors.c.consumer == consumer, cursors.c.source == source, cursors.c.node == node)
+
+
 async def lock_cursor(
-    session: AsyncSession, cursors: Table, consumer: str, source: str
+    session: AsyncSession, cursors: Table, consumer: str, source: str, node: str = LOCAL_NODE
 ) -> Position:
-    """The cursor of (consumer, source), created at the start, locked until commit."""
+    """The cursor of (consumer, source, node), created at the start, locked until commit."""
     await session.execute(
         insert(cursors)
-        .values(consumer=consumer, source=source)
-        .on_conflict_do_nothing(index_elements=[cursors.c.consumer, cursors.c.source])
+        .values(consumer=consumer, source=source, node=node)
+        .on_conflict_do_nothing(
+            index_elements=[cursors.c.consumer, cursors.c.source, cursors.c.node]
+        )
     )
     row = (
         await session.execute(
             select(cursors.c.txid, cursors.c.id)
-            .where(cursors.c.consumer == consumer, cursors.c.source == source)
+            .where(_cursor_of(cursors, consumer, source, node))
             .with_for_update()
         )
     ).one()
@@ -88,23 +112,26 @@ async def lock_cursor(
 
 
 async def save_cursor(
-    session: AsyncSession, cursors: Table, consumer: str, source: str, position: Position
+    session: AsyncSession,
+    cursors: Table,
+    consumer: str,
+    source: str,
+    position: Position,
+    node: str = LOCAL_NODE,
 ) -> None:
     await session.execute(
         cursors.update()
-        .where(cursors.c.consumer == consumer, cursors.c.source == source)
+        .where(_cursor_of(cursors, consumer, source, node))
         .values(txid=position[0], id=position[1], updated_at=func.now())
     )
 
 
 async def read_cursor(
-    session: AsyncSession, cursors: Table, consumer: str, source: str
+    session: AsyncSession, cursors: Table, consumer: str, source: str, node: str = LOCAL_NODE
 ) -> Position:
     row = (
         await session.execute(
-            select(cursors.c.txid, cursors.c.id).where(
-                cursors.c.consumer == consumer, cursors.c.source == source
-            )
+            select(cursors.c.txid, cursors.c.id).where(_cursor_of(cursors, consumer, source, node))
         )
     ).first()
     return START if row is None else (str(row.txid), int(row.id))

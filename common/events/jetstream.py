@@ -235,20 +235,25 @@ class JetStreamReader:
             raise CursorMoved(f"{self.consumer.name}: cursor moved to {stored}")
 
     async def _apply(self, msgs: list[Msg]) -> int:
-        applied = 0
         consumer = self.consumer
         async with self.sessionmaker() as session, session.begin():
             _, stored = await lock_cursor(session, consumer.cursors, consumer.name, NATS_SOURCE)
             if stored != self.applied_up_to:
                 raise CursorMoved(f"{consumer.name}: cursor moved to {stored}")
             last = stored
+            events = []
             for msg in sorted(msgs, key=lambda m: m.metadata.sequence.stream):
                 seq = msg.metadata.sequence.stream
                 if seq <= last:
                     continue  # applied before (a redelivery)
-                await consumer.apply(session, Event.from_envelope(json.loads(msg.data)))
+                events.append(Event.from_envelope(json.loads(msg.data)))
                 last = seq
-                applied += 1
+            if consumer.apply_batch is not None and events:
+                await consumer.apply_batch(session, events)
+            else:
+                for event in events:
+                    await consumer.apply(session, event)
+            applied = len(events)
             if last != stored:
                 await save_cursor(
                     session, consumer.cursors, consumer.name, NATS_SOURCE, ("0", last)

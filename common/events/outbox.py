@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     cast,
     func,
     insert,
@@ -96,18 +97,29 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
         "outbox",
         metadata,
         Column("id", BigInteger, Identity(always=False), primary_key=True),
-        Column("event_id", PGUUID(as_uuid=True), nullable=False, unique=True),
+        Column("event_id", PGUUID(as_uuid=True), nullable=False),
         Column("txid", Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
         Column("type", String(64), nullable=False),
         Column("aggregate_type", String(32), nullable=False),
         Column("aggregate_id", PGUUID(as_uuid=True), nullable=False),
         Column("aggregate_version", BigInteger, nullable=False),
-        Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # The aggregate's distribution key (common/sharding.py) when the event was written.
+        Column("shard_key", PGUUID(as_uuid=True), nullable=True),
+        # The partition column (UTC days: common/events/outbox_partitions.py), so in the keys.
+        Column(
+            "occurred_at",
+            DateTime(timezone=True),
+            primary_key=True,
+            nullable=False,
+            server_default=func.now(),
+        ),
         # The org paths the event concerns (scopes subscriptions to a subtree).
         Column("org_paths", ARRAY(Text), nullable=False, server_default="{}"),
         Column("payload", JSONB, nullable=False),
         Index(None, "txid", "id"),
+        UniqueConstraint("event_id", "occurred_at"),
         schema=schema,
+        postgresql_partition_by="RANGE (occurred_at)",
     )
 
 
@@ -175,6 +187,7 @@ async def emit(
     aggregate_version: int,
     payload: Mapping[str, Any],
     org_paths: Iterable[str | None] = (),
+    shard_key: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Append one event to the caller's transaction; returns its id."""
     _refuse_sensitive(payload)
@@ -187,6 +200,7 @@ async def emit(
             aggregate_id=aggregate_id,
             aggregate_version=aggregate_version,
             org_paths=sorted({p for p in org_paths if p}),
+            shard_key=shard_key,
             payload=to_jsonable_python(dict(payload)),
         )
     )
@@ -203,6 +217,7 @@ class EventRow:
     aggregate_version: int
     payload: Mapping[str, Any]
     org_paths: Iterable[str | None] = ()
+    shard_key: uuid.UUID | None = None
 
 
 async def emit_many(session: AsyncSession, table: Table, events: Iterable[EventRow]) -> None:
@@ -217,6 +232,7 @@ async def emit_many(session: AsyncSession, table: Table, events: Iterable[EventR
                 "aggregate_id": event.aggregate_id,
                 "aggregate_version": event.aggregate_version,
                 "org_paths": sorted({p for p in event.org_paths if p}),
+                "shard_key": event.shard_key,
                 # Serialized once here, not made JSON-able and then serialized again.
                 "payload": JsonText(to_json(dict(event.payload)).decode()),
             }
@@ -241,6 +257,8 @@ class Event:
     occurred_at: datetime
     org_paths: tuple[str, ...]
     payload: dict[str, Any]
+    # The aggregate's distribution key (common/sharding.py); None from an older producer.
+    shard_key: uuid.UUID | None = None
 
     @property
     def position(self) -> Position:
@@ -259,6 +277,7 @@ class Event:
             "aggregate_version": self.aggregate_version,
             "occurred_at": self.occurred_at.isoformat(),
             "org_paths": list(self.org_paths),
+            "shard_key": None if self.shard_key is None else str(self.shard_key),
             "data": self.payload,
         }
 
@@ -276,6 +295,7 @@ class Event:
             occurred_at=datetime.fromisoformat(str(body["occurred_at"])),
             org_paths=tuple(body.get("org_paths") or ()),
             payload=dict(body["data"]),
+            shard_key=uuid.UUID(str(body["shard_key"])) if body.get("shard_key") else None,
         )
 
 
@@ -312,6 +332,7 @@ async def read_after(
                 occurred_at=row["occurred_at"],
                 org_paths=tuple(row["org_paths"]),
                 payload=row["payload"],
+                shard_key=row["shard_key"],
             )
         )
     return events, False

@@ -24,13 +24,16 @@ from sqlalchemy import (
     DateTime,
     Index,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     func,
     literal,
+    or_,
     select,
     text,
     update,
@@ -41,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db import LTree
 from common.events.outbox import Event
+from common.sharding import UNSHARDED, child_shard_key
 
 ORG_EVENTS = frozenset({"org.created", "org.updated", "org.moved"})
 MEMBER_EVENTS = frozenset(
@@ -52,15 +56,19 @@ def projected_orgs_table(metadata: MetaData, schema: str) -> Table:
     return Table(
         "orgs",
         metadata,
-        Column("org_id", PGUUID(as_uuid=True), primary_key=True),
+        # Unique on its own (lookups and upserts, one node); the key's second half.
+        Column("org_id", PGUUID(as_uuid=True), nullable=False, unique=True),
         Column("parent_id", PGUUID(as_uuid=True), nullable=True),
         Column("path", LTree(), nullable=False),
         Column("code", String(64), nullable=False),
         Column("name", String(200), nullable=False),
         Column("kind", String(32), nullable=False),
         Column("area_level", String(32), nullable=False),
+        # The distribution key (common/sharding.py), as the registry decided it.
+        Column("shard_key", PGUUID(as_uuid=True), nullable=False),
         Column("version", BigInteger, nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("shard_key", "org_id"),
         Index(f"ix_{schema}_orgs_path_gist", "path", postgresql_using="gist"),
         Index(None, "parent_id"),
         Index(None, "code"),
@@ -86,7 +94,7 @@ def projected_members_table(
     return Table(
         "members",
         metadata,
-        Column("member_id", PGUUID(as_uuid=True), primary_key=True),
+        Column("member_id", PGUUID(as_uuid=True), nullable=False, unique=True),
         Column("name", String(100), nullable=False),
         *extra,
         Column("status", String(32), nullable=False),
@@ -98,6 +106,8 @@ def projected_members_table(
         Column("residence_path", LTree(), nullable=True),
         # Set when the record was found to duplicate another: it resolves to that one.
         Column("merged_into", PGUUID(as_uuid=True), nullable=True),
+        # The distribution key (common/sharding.py): the member's rows here carry it too.
+        Column("shard_key", PGUUID(as_uuid=True), nullable=False),
         # The building party group (楼道党小组) and the card's skills (特长): help-request
         # matching in activities.
         Column("group_id", PGUUID(as_uuid=True), nullable=True),
@@ -105,6 +115,7 @@ def projected_members_table(
         Column("version", BigInteger, nullable=False),
         # When this row was last projected (clock time of the apply).
         Column("updated_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("shard_key", "member_id"),
         Index(f"ix_{schema}_members_org_path_gist", "org_path", postgresql_using="gist"),
         Index(
             f"ix_{schema}_members_residence_path_gist",
@@ -159,25 +170,36 @@ class RegistryProjection:
         names = ", ".join(f"{t.schema}.{t.name}" for t in self.tables)
         await session.execute(text(f"TRUNCATE {names}"))
 
-    async def _path_of(self, session: AsyncSession, org_id: Any) -> str | None:
+    async def _org(self, session: AsyncSession, org_id: Any) -> Any:
+        """The projected org's path, key and level (None while unknown)."""
         if org_id is None:
             return None
-        path = await session.scalar(select(self.orgs.c.path).where(self.orgs.c.org_id == org_id))
-        return None if path is None else str(path)
+        orgs = self.orgs
+        query = select(orgs.c.path, orgs.c.shard_key, orgs.c.area_level)
+        return (await session.execute(query.where(orgs.c.org_id == org_id))).first()
 
     async def _apply_org(self, session: AsyncSession, event: Event) -> None:
         orgs, data = self.orgs, event.payload
         org_id = uuid.UUID(str(data["org_id"]))
         current = (
             await session.execute(
-                select(orgs.c.version, orgs.c.path).where(orgs.c.org_id == org_id).with_for_update()
+                select(orgs.c.version, orgs.c.path, orgs.c.shard_key)
+                .where(orgs.c.org_id == org_id)
+                .with_for_update()
             )
         ).first()
         if current is not None and current.version >= event.aggregate_version:
             return
         given = str(data["path"])
-        parent_path = await self._path_of(session, data.get("parent_id"))
+        parent = await self._org(session, data.get("parent_id"))
+        parent_path = None if parent is None else str(parent.path)
         path = f"{parent_path}.{given.rsplit('.', 1)[-1]}" if parent_path else given
+        # The registry's key; from an older producer, the same rule applied here.
+        shard_key = event.shard_key or child_shard_key(
+            org_id,
+            None if parent is None else parent.shard_key,
+            None if parent is None else parent.area_level,
+        )
         values = {
             "parent_id": data.get("parent_id"),
             "path": path,
@@ -185,6 +207,7 @@ class RegistryProjection:
             "name": data["name"],
             "kind": data["kind"],
             "area_level": data["area_level"],
+            "shard_key": shard_key,
             "version": event.aggregate_version,
             "updated_at": func.clock_timestamp(),
         }
@@ -194,6 +217,33 @@ class RegistryProjection:
         )
         if current is not None and str(current.path) != path:
             await self._repath(session, old=str(current.path), new=path)
+        if current is not None and current.shard_key not in (None, shard_key):
+            await self._rekey(session, path=path, old=current.shard_key, new=shard_key)
+
+    async def _rekey(
+        self, session: AsyncSession, *, path: str, old: uuid.UUID, new: uuid.UUID
+    ) -> None:
+        """The subtree at `path` moved to another county: its orgs that carried the old key,
+        and the members whose relation org (or, without one, residence org) is in it, take
+        the new one. A service re-keys its own rows from these (see common/sharding.py)."""
+        orgs, members = self.orgs, self.members
+        under = literal(path, LTree())
+        await session.execute(
+            update(orgs)
+            .where(orgs.c.path.op("<@")(under), orgs.c.shard_key == old)
+            .values(shard_key=new)
+        )
+        await session.execute(
+            update(members)
+            .where(
+                members.c.shard_key == old,
+                or_(
+                    members.c.org_path.op("<@")(under),
+                    and_(members.c.org_id.is_(None), members.c.residence_path.op("<@")(under)),
+                ),
+            )
+            .values(shard_key=new)
+        )
 
     async def _repath(self, session: AsyncSession, *, old: str, new: str) -> None:
         """Every path at or under `old` now hangs under `new` (orgs below and members)."""
@@ -227,6 +277,17 @@ class RegistryProjection:
         projected = select(self.orgs.c.path).where(self.orgs.c.org_id == org_id)
         return func.coalesce(projected.scalar_subquery(), literal(fallback, LTree()))
 
+    def _member_key(self, given: Any, org_id: Any, residence_org_id: Any) -> Any:
+        """The registry's key for the member; from an older producer, their relation org's
+        projected key, else their residence org's (common/sharding.py)."""
+        orgs = self.orgs
+
+        def key_of(org: Any) -> Any:
+            return select(orgs.c.shard_key).where(orgs.c.org_id == org).scalar_subquery()
+
+        unsharded = literal(UNSHARDED, PGUUID(as_uuid=True))
+        return func.coalesce(given, key_of(org_id), key_of(residence_org_id), unsharded)
+
     async def _apply_member(self, session: AsyncSession, event: Event) -> None:
         """One statement: upsert unless the row holds this version or a newer one."""
         members, data = self.members, event.payload
@@ -241,6 +302,9 @@ class RegistryProjection:
             "residence_org_id": residence_org_id,
             "residence_path": self._projected_path(residence_org_id, data.get("residence_path")),
             "merged_into": data.get("merged_into"),
+            "shard_key": self._member_key(
+                literal(event.shard_key, PGUUID(as_uuid=True)), org_id, residence_org_id
+            ),
             "group_id": data.get("group_id"),
             "skills": list(data.get("skills") or []),
             "version": event.aggregate_version,
@@ -275,6 +339,11 @@ class RegistryProjection:
             "residence_org_id": bindparam("p_residence_org_id", type_=members.c.org_id.type),
             "residence_path": path("p_residence_org_id", "p_residence_path"),
             "merged_into": bindparam("p_merged_into", type_=members.c.merged_into.type),
+            "shard_key": self._member_key(
+                bindparam("p_shard_key", type_=members.c.shard_key.type),
+                bindparam("p_org_id", type_=members.c.org_id.type),
+                bindparam("p_residence_org_id", type_=members.c.org_id.type),
+            ),
             "group_id": bindparam("p_group_id", type_=members.c.group_id.type),
             "skills": bindparam("p_skills", type_=members.c.skills.type),
             "version": bindparam("p_version", type_=BigInteger()),
@@ -314,6 +383,7 @@ class RegistryProjection:
                     "p_residence_org_id": data.get("residence_org_id"),
                     "p_residence_path": data.get("residence_path"),
                     "p_merged_into": data.get("merged_into"),
+                    "p_shard_key": event.shard_key,
                     "p_group_id": data.get("group_id"),
                     "p_skills": list(data.get("skills") or []),
                     "p_version": event.aggregate_version,

@@ -17,7 +17,9 @@ from fastapi import FastAPI
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.audit import add_audit_partitions
 from common.db import plain_url
+from common.events import outbox_partitions
 from common.events.consumer import (
     Consumer,
     advisory_key,
@@ -30,6 +32,7 @@ from common.events.consumer import (
 )
 from common.events.jetstream import NATS_SOURCE, catch_up_nats, run_nats_consumer, run_relay
 from common.events.outbox import START
+from common.schedule import run_periodic
 from common.settings import BaseAppSettings
 
 log = logging.getLogger("lianxin.events")
@@ -45,6 +48,11 @@ class EventRuntime:
     cursors: Table | None = None
     nats_url: str | None = None
     poll_interval_s: float = 1.0
+    # Upkeep of the service's partitioned tables (common/partitions.py), once an hour
+    # across replicas: the outbox's coming days (and, with a retention, its relayed old
+    # ones dropped), the audit log's coming months.
+    outbox_retention_days: int | None = None
+    upkeep_every_s: float = 3600.0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -72,6 +80,24 @@ class EventRuntime:
                 poll_interval_s=self.poll_interval_s,
             )
             self.tasks.append(asyncio.create_task(relay, name=f"relay:{self.schema}"))
+        if self.schema and self.cursors is not None:
+            upkeep = run_periodic(
+                self.sessionmaker,
+                self.schema,
+                f"{self.schema}.partitions",
+                self._upkeep,
+                every_s=self.upkeep_every_s,
+            )
+            self.tasks.append(asyncio.create_task(upkeep, name=f"partitions:{self.schema}"))
+
+    async def _upkeep(self, session: AsyncSession) -> None:
+        assert self.schema is not None
+        created, dropped = await outbox_partitions.maintain(
+            session, self.schema, retention_days=self.outbox_retention_days
+        )
+        created += await add_audit_partitions(session, self.schema)
+        if created or dropped:
+            log.info("%s: %d partitions created, %d dropped", self.schema, created, dropped)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -103,6 +129,7 @@ def lifespan_hooks(
             cursors=cursors,
             nats_url=settings.nats_url,
             poll_interval_s=settings.events_poll_interval_s,
+            outbox_retention_days=settings.outbox_retention_days,
         )
         runtime.start()
         app.state.events = runtime

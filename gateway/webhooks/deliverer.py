@@ -123,13 +123,14 @@ _RECORD = text(
     SET attempts = attempts + 1, status = :status, next_attempt_at = :next,
         last_status_code = :code, last_error = :error,
         delivered_at = COALESCE(:delivered_at, delivered_at)
-    WHERE id = :id AND attempts = :attempts AND status IN ('pending', 'failed')"""
+    WHERE id = :id AND attempts = :attempts AND status IN ('pending', 'failed')
+    RETURNING shard_key"""
 )
 
 _ATTEMPT = text(
     """INSERT INTO gateway.webhook_attempts
-        (id, delivery_id, attempt, attempted_at, status_code, error, duration_ms)
-    VALUES (gen_random_uuid(), :id, :attempt, :now, :code, :error, :ms)"""
+        (id, shard_key, delivery_id, attempt, attempted_at, status_code, error, duration_ms)
+    VALUES (gen_random_uuid(), :shard_key, :id, :attempt, :now, :code, :error, :ms)"""
 )
 
 
@@ -282,7 +283,8 @@ class Deliverer:
             status, next_at = DeliveryStatus.failed, now + timedelta(seconds=delay)
         params = {"id": claimed.id, "code": outcome.status_code, "error": outcome.error}
         async with self.sessionmaker() as session, session.begin():
-            result = await session.execute(
+            # The delivery's key when this attempt was still its next one (None otherwise).
+            shard_key = await session.scalar(
                 _RECORD,
                 {
                     **params,
@@ -292,9 +294,10 @@ class Deliverer:
                     "attempts": claimed.attempts,
                 },
             )
-            if getattr(result, "rowcount", 0):
+            if shard_key is not None:
                 await session.execute(
-                    _ATTEMPT, {**params, "attempt": attempt, "now": now, "ms": ms}
+                    _ATTEMPT,
+                    {**params, "shard_key": shard_key, "attempt": attempt, "now": now, "ms": ms},
                 )
         log.info(
             "webhook delivery %s attempt %d: %s", claimed.id, attempt, outcome.error or "delivered"

@@ -4,7 +4,10 @@ one of the event's `org_paths` and whose filter takes its type (once per webhook
 event: the pair is unique). Org paths come from the gateway's own projection of the
 registry's `org.*` events, applied by the same consumer before anything that follows.
 
-`schedule_replay` uses the same rules to schedule a webhook's events since a time again."""
+`schedule_replay` uses the same rules to schedule a webhook's events since a time again.
+
+A delivery carries its event's distribution key (`Event.shard_key`, the outbox's
+`shard_key`; `UNSHARDED` from a producer that wrote none), and its attempts carry it too."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.events.consumer import Consumer
 from common.events.outbox import Event
 from common.events.projection import ORG_EVENTS, RegistryProjection
+from common.sharding import UNSHARDED
 from gateway.models import consumer_cursors, orgs
 
 CONSUMER_NAME = "gateway.webhooks"
@@ -32,9 +36,10 @@ _ORG_MATCHES = """(w.org_id IS NULL OR EXISTS (SELECT 1 FROM gateway.orgs AS o
 
 _FAN_OUT = text(
     f"""INSERT INTO gateway.webhook_deliveries
-        (id, webhook_id, event_id, source, event_type, status, attempts, next_attempt_at)
-    SELECT gen_random_uuid(), w.id, CAST(:event_id AS uuid), CAST(:source AS text),
-        CAST(:type AS text), 'pending', 0, now()
+        (id, shard_key, webhook_id, event_id, source, event_type, status, attempts,
+         next_attempt_at)
+    SELECT gen_random_uuid(), CAST(:shard_key AS uuid), w.id, CAST(:event_id AS uuid),
+        CAST(:source AS text), CAST(:type AS text), 'pending', 0, now()
     FROM gateway.webhooks AS w
     WHERE w.active AND w.created_at <= :occurred_at
       AND {_TYPE_MATCHES.format(t="CAST(:type AS text)")}
@@ -70,6 +75,19 @@ class OrgPaths(RegistryProjection):
             {"new": new, "old": old, "depth": depth},
         )
 
+    async def _rekey(
+        self, session: AsyncSession, *, path: str, old: uuid.UUID, new: uuid.UUID
+    ) -> None:
+        """The subtree moved to another county: its orgs that carried the old key take the new
+        one (there are no member rows here)."""
+        await session.execute(
+            text(
+                "UPDATE gateway.orgs SET shard_key = :new "
+                "WHERE path <@ CAST(CAST(:path AS text) AS ltree) AND shard_key = :old"
+            ),
+            {"new": new, "old": old, "path": path},
+        )
+
 
 org_paths = OrgPaths(orgs)
 
@@ -81,6 +99,7 @@ async def fan_out(session: AsyncSession, event: Event) -> None:
         _FAN_OUT,
         {
             "event_id": event.event_id,
+            "shard_key": event.shard_key or UNSHARDED,
             "source": event.source,
             "type": event.type,
             "occurred_at": event.occurred_at,
@@ -113,7 +132,7 @@ async def schedule_replay(
     """Schedules (again) every event since `since` this webhook takes; None when more than
     `limit` would be."""
     sources = await existing_sources(session)
-    params: dict[str, Any] = {"wid": webhook_id, "since": since, "now": now}
+    params: dict[str, Any] = {"wid": webhook_id, "since": since, "now": now, "none": UNSHARDED}
     matching = {
         source: f"""FROM {source}.outbox AS ev JOIN gateway.webhooks AS w ON w.id = :wid
             WHERE ev.occurred_at >= :since
@@ -134,10 +153,10 @@ async def schedule_replay(
         await session.execute(
             text(
                 f"""INSERT INTO gateway.webhook_deliveries
-                    (id, webhook_id, event_id, source, event_type, status, attempts,
-                     next_attempt_at)
-                SELECT gen_random_uuid(), w.id, ev.event_id, CAST(:source AS text), ev.type,
-                    'pending', 0,
+                    (id, shard_key, webhook_id, event_id, source, event_type, status,
+                     attempts, next_attempt_at)
+                SELECT gen_random_uuid(), coalesce(ev.shard_key, CAST(:none AS uuid)), w.id,
+                    ev.event_id, CAST(:source AS text), ev.type, 'pending', 0,
                     :now
                 {where}
                 ON CONFLICT (webhook_id, event_id) DO UPDATE SET status = 'pending',

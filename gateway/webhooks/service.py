@@ -174,7 +174,11 @@ async def replay_delivery(
     now: datetime,
 ) -> WebhookDelivery:
     """Sends the delivery's event again, whatever became of it, with a fresh set of tries."""
-    row = await session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    row = (
+        await session.scalars(
+            select(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id).with_for_update()
+        )
+    ).first()
     if row is None or row.webhook_id != webhook.id:
         raise DeliveryNotFound
     row.status = DeliveryStatus.pending.value

@@ -6,7 +6,13 @@ elsewhere and never point a foreign key at them (a rebuild empties them); refer 
 or an org by its plain UUID.
 
 Ledgers (`points_ledger`, `fund_expenses`) are append-only (a trigger refuses UPDATE and
-DELETE): a balance is the sum of its entries; a correction is a new entry."""
+DELETE): a balance is the sum of its entries; a correction is a new entry. The one
+change they allow is their distribution key following a member or an org to another county
+(`activities.rekey_points_ledger`, `activities.rekey_fund_expenses`, migration 0005).
+
+Every table of rows that belong to an org or a member carries `shard_key` (common/sharding.py)
+in its primary key; reference-like tables (`programs`, `points_rules`) and the plumbing
+(cursors, idempotency keys, the audit log, the outbox's own column) do not."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -45,6 +52,7 @@ from common.events.consumer import cursor_table
 from common.events.outbox import outbox_table
 from common.events.projection import projected_members_table, projected_orgs_table
 from common.idempotency import idempotency_table
+from common.schedule import scheduled_jobs_table
 
 SCHEMA = "activities"
 
@@ -128,6 +136,44 @@ def _uuid_pk() -> Column[uuid.UUID]:
     return Column("id", PGUUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
 
 
+def _id() -> Column[uuid.UUID]:
+    """The id of a keyed row: unique on its own (lookups, references, conflict targets on
+    one node), the primary key's second half after `shard_key`."""
+    return Column("id", PGUUID(as_uuid=True), nullable=False, default=uuid.uuid4)
+
+
+def _shard_key() -> Column[uuid.UUID]:
+    """The distribution key (common/sharding.py): the key of the org or the member the row
+    belongs to, read from this service's projection when the row is written, `UNSHARDED`
+    while that org or member is unknown, and moved with them to another county
+    (services/activities/service/keys.py)."""
+    return Column("shard_key", PGUUID(as_uuid=True), nullable=False)
+
+
+def _keyed(table: str) -> tuple[PrimaryKeyConstraint, Index]:
+    """Primary key `(shard_key, id)` and the unique index on `id` alone (until Citus: one
+    node, so an id is still unique by itself and other tables may refer to it)."""
+    return PrimaryKeyConstraint("shard_key", "id"), Index(f"uq_{table}_id", "id", unique=True)
+
+
+def _keyed_link(
+    table: str, parent_column: str, parent: str
+) -> tuple[PrimaryKeyConstraint, Index, ForeignKeyConstraint]:
+    """A member's row under a parent of the same key (an activity's attendance): primary key
+    `(shard_key, <parent_column>, member_id)`, unique without the key, and a foreign key to
+    the parent with the key (re-keying the parent carries its rows along)."""
+    return (
+        PrimaryKeyConstraint("shard_key", parent_column, "member_id"),
+        Index(f"uq_{table}_{parent_column}_member_id", parent_column, "member_id", unique=True),
+        ForeignKeyConstraint(
+            ["shard_key", parent_column],
+            [f"{SCHEMA}.{parent}.shard_key", f"{SCHEMA}.{parent}.id"],
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+        ),
+    )
+
+
 def _created_at() -> Column[Any]:
     return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
 
@@ -144,11 +190,22 @@ consumer_cursors = cursor_table(metadata, SCHEMA)
 outbox = outbox_table(metadata, SCHEMA)
 idempotency_keys = idempotency_table(metadata, SCHEMA)
 audit_log = audit_table(metadata, SCHEMA)
+# The last tick each periodic job claimed (common/schedule.py: once across replicas).
+scheduled_jobs = scheduled_jobs_table(metadata, SCHEMA)
+
+# Rows keyed by the ORG holding them (its key in `orgs`): an activity, its attendance and
+# signups (the activity's key, so a meeting's attendance is on the meeting's node even for a
+# member of another county), help requests, fund allocations and their expenses (the
+# allocation's key), training sessions and their attendance, program adoptions (the
+# adopting org). Rows keyed by the MEMBER they belong to (their key in `members`): talks,
+# service hours, the points ledger, pledge items and role assignments (a role is the
+# member's, and "one open role per member" stays a per-member invariant).
 
 activities = Table(
     "activities",
     metadata,
-    _uuid_pk(),
+    _id(),
+    _shard_key(),
     Column("org_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("type", String(32), nullable=False),
     Column("title", String(200), nullable=False),
@@ -166,23 +223,21 @@ activities = Table(
     CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity_positive"),
     CheckConstraint("cost IS NULL OR cost >= 0", name="cost_not_negative"),
     Index(None, "starts_at", "id"),
+    *_keyed("activities"),
     schema=SCHEMA,
 )
 
 attendance = Table(
     "attendance",
     metadata,
-    Column(
-        "activity_id",
-        PGUUID(as_uuid=True),
-        ForeignKey(f"{SCHEMA}.activities.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # The activity's key.
+    _shard_key(),
+    Column("activity_id", PGUUID(as_uuid=True), nullable=False),
     Column("member_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("status", String(16), nullable=False),
     Column("hours", HOURS, nullable=False, server_default="0"),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("activity_id", "member_id"),
+    *_keyed_link("attendance", "activity_id", "activities"),
     CheckConstraint(check_in("status", AttendanceStatus), name="status"),
     CheckConstraint("hours >= 0 AND hours <= 24", name="hours_range"),
     schema=SCHEMA,
@@ -191,22 +246,21 @@ attendance = Table(
 signups = Table(
     "signups",
     metadata,
-    Column(
-        "activity_id",
-        PGUUID(as_uuid=True),
-        ForeignKey(f"{SCHEMA}.activities.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # The activity's key.
+    _shard_key(),
+    Column("activity_id", PGUUID(as_uuid=True), nullable=False),
     Column("member_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("signed_up_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("activity_id", "member_id"),
+    *_keyed_link("signups", "activity_id", "activities"),
     schema=SCHEMA,
 )
 
 talks = Table(
     "talks",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The member's key (the member talked with).
+    _shard_key(),
     Column("member_id", PGUUID(as_uuid=True), nullable=False, index=True),
     # The member's org when the talk was recorded (counts per org).
     Column("org_id", PGUUID(as_uuid=True), nullable=True, index=True),
@@ -218,13 +272,16 @@ talks = Table(
     Column("created_by", String(200), nullable=False),
     _created_at(),
     Index(None, "held_on", "id"),
+    *_keyed("talks"),
     schema=SCHEMA,
 )
 
 help_requests = Table(
     "help_requests",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The org's key.
+    _shard_key(),
     Column("org_id", PGUUID(as_uuid=True), nullable=False, index=True),
     # The building party group of the resident, if known (matching prefers its members).
     Column("building_id", PGUUID(as_uuid=True), nullable=True),
@@ -243,30 +300,25 @@ help_requests = Table(
     CheckConstraint(check_in("status", HelpStatus), name="status"),
     CheckConstraint("status = 'open' OR member_id IS NOT NULL", name="taken_has_member"),
     CheckConstraint("hours IS NULL OR (hours > 0 AND hours <= 24)", name="hours_range"),
+    *_keyed("help_requests"),
     schema=SCHEMA,
 )
 
 service_hours = Table(
     "service_hours",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The member's key (their hours, whichever org they served).
+    _shard_key(),
     Column("member_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("org_id", PGUUID(as_uuid=True), nullable=True, index=True),
     Column("on", Date, nullable=False),
     Column("hours", HOURS, nullable=False),
     Column("role", String(100), nullable=True),
-    Column(
-        "activity_id",
-        PGUUID(as_uuid=True),
-        ForeignKey(f"{SCHEMA}.activities.id", ondelete="RESTRICT"),
-        nullable=True,
-    ),
-    Column(
-        "help_request_id",
-        PGUUID(as_uuid=True),
-        ForeignKey(f"{SCHEMA}.help_requests.id", ondelete="RESTRICT"),
-        nullable=True,
-    ),
+    # An activity or a help request of an org, maybe in another county: no foreign keys,
+    # the service checks them when the hours are logged (and neither is ever deleted).
+    Column("activity_id", PGUUID(as_uuid=True), nullable=True),
+    Column("help_request_id", PGUUID(as_uuid=True), nullable=True),
     Column("description", Text, nullable=False, server_default=""),
     Column("verified", Boolean, nullable=False, server_default="false"),
     Column("verified_by", String(200), nullable=True),
@@ -288,6 +340,7 @@ service_hours = Table(
         postgresql_where=text("help_request_id IS NOT NULL"),
     ),
     Index(None, "on", "id"),
+    *_keyed("service_hours"),
     schema=SCHEMA,
 )
 
@@ -311,6 +364,8 @@ programs = Table(
 program_adoptions = Table(
     "program_adoptions",
     metadata,
+    # The adopting org's key.
+    _shard_key(),
     Column(
         "program_id",
         PGUUID(as_uuid=True),
@@ -319,13 +374,16 @@ program_adoptions = Table(
     ),
     Column("org_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("adopted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("program_id", "org_id"),
+    PrimaryKeyConstraint("shard_key", "program_id", "org_id"),
+    Index("uq_program_adoptions_program_id_org_id", "program_id", "org_id", unique=True),
     schema=SCHEMA,
 )
 
 pledge_items = Table(
     "pledge_items",
     metadata,
+    # The member's key.
+    _shard_key(),
     Column(
         "program_id",
         PGUUID(as_uuid=True),
@@ -340,7 +398,15 @@ pledge_items = Table(
     Column("done_on", Date, nullable=False),
     Column("recorded_by", String(200), nullable=False),
     _created_at(),
-    PrimaryKeyConstraint("member_id", "year", "program_id", "n"),
+    PrimaryKeyConstraint("shard_key", "member_id", "year", "program_id", "n"),
+    Index(
+        "uq_pledge_items_member_id_year_program_id_n",
+        "member_id",
+        "year",
+        "program_id",
+        "n",
+        unique=True,
+    ),
     CheckConstraint(check_in("evidence_type", EvidenceType), name="evidence_type"),
     CheckConstraint("year BETWEEN 2000 AND 2100", name="year_range"),
     schema=SCHEMA,
@@ -349,7 +415,9 @@ pledge_items = Table(
 role_assignments = Table(
     "role_assignments",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The member's key (the org holding the role may be in another county).
+    _shard_key(),
     Column("member_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("org_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("kind", String(16), nullable=False),
@@ -377,6 +445,7 @@ role_assignments = Table(
         unique=True,
         postgresql_where=text("ended_on IS NULL"),
     ),
+    *_keyed("role_assignments"),
     schema=SCHEMA,
 )
 
@@ -403,7 +472,9 @@ points_rules = Table(
 points_ledger = Table(
     "points_ledger",
     metadata,
-    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("id", BigInteger, Identity(always=False), nullable=False),
+    # The member's key.
+    _shard_key(),
     Column("member_id", PGUUID(as_uuid=True), nullable=False),
     Column("org_id", PGUUID(as_uuid=True), nullable=True, index=True),
     Column("year", SmallInteger, nullable=False),
@@ -417,13 +488,17 @@ points_ledger = Table(
     CheckConstraint("points <> 0", name="points_nonzero"),
     Index(None, "member_id", "id"),
     Index(None, "source_id", "member_id"),
+    PrimaryKeyConstraint("shard_key", "id"),
+    Index("uq_points_ledger_id", "id", unique=True),
     schema=SCHEMA,
 )
 
 fund_allocations = Table(
     "fund_allocations",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The org's key.
+    _shard_key(),
     Column("org_id", PGUUID(as_uuid=True), nullable=False),
     Column("year", SmallInteger, nullable=False),
     Column("rate_per_member", MONEY, nullable=False),
@@ -437,13 +512,16 @@ fund_allocations = Table(
     CheckConstraint("rate_per_member >= 0", name="rate_not_negative"),
     CheckConstraint("member_count >= 0", name="member_count_not_negative"),
     CheckConstraint("year BETWEEN 2000 AND 2100", name="year_range"),
+    *_keyed("fund_allocations"),
     schema=SCHEMA,
 )
 
 fund_expenses = Table(
     "fund_expenses",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The allocation's key.
+    _shard_key(),
     # No foreign keys: a ledger row outlives nothing and is never cascaded (append-only).
     Column("allocation_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("amount", MONEY, nullable=False),
@@ -454,13 +532,16 @@ fund_expenses = Table(
     Column("created_by", String(200), nullable=False),
     _created_at(),
     CheckConstraint("amount > 0", name="amount_positive"),
+    *_keyed("fund_expenses"),
     schema=SCHEMA,
 )
 
 training_sessions = Table(
     "training_sessions",
     metadata,
-    _uuid_pk(),
+    _id(),
+    # The org's key.
+    _shard_key(),
     Column("org_id", PGUUID(as_uuid=True), nullable=False, index=True),
     Column("title", String(200), nullable=False),
     Column("held_on", Date, nullable=False),
@@ -469,20 +550,18 @@ training_sessions = Table(
     _created_at(),
     CheckConstraint("hours >= 0 AND hours <= 24", name="hours_range"),
     Index(None, "held_on", "id"),
+    *_keyed("training_sessions"),
     schema=SCHEMA,
 )
 
 training_attendance = Table(
     "training_attendance",
     metadata,
-    Column(
-        "session_id",
-        PGUUID(as_uuid=True),
-        ForeignKey(f"{SCHEMA}.training_sessions.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # The session's key.
+    _shard_key(),
+    Column("session_id", PGUUID(as_uuid=True), nullable=False),
     Column("member_id", PGUUID(as_uuid=True), nullable=False, index=True),
-    PrimaryKeyConstraint("session_id", "member_id"),
+    *_keyed_link("training_attendance", "session_id", "training_sessions"),
     schema=SCHEMA,
 )
 

@@ -41,6 +41,7 @@ from services.mobility.models import SCHEMA, consumer_cursors, transfers
 from services.mobility.projections import registry_consumer
 from services.mobility.service.alerts import ORG_LIFE_TYPES
 from services.mobility.service.cards import publish_lost_contacts, record_org_life
+from services.mobility.service.keys import member_key
 from services.mobility.settings import MobilitySettings
 
 log = logging.getLogger("lianxin.mobility")
@@ -62,7 +63,11 @@ async def apply_transfer(session: AsyncSession, event: Event) -> None:
         "valid_until": date.fromisoformat(str(valid_until)) if valid_until else None,
         "version": event.aggregate_version,
     }
-    stmt = insert(transfers).values(transfer_id=event.aggregate_id, **values)
+    stmt = insert(transfers).values(
+        transfer_id=event.aggregate_id,
+        shard_key=member_key(values["member_id"], share=True),
+        **values,
+    )
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=[transfers.c.transfer_id],

@@ -21,10 +21,11 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     Sequence,
     String,
     Table,
@@ -87,6 +88,23 @@ def _uuid(name: str, *args: Any, **kw: Any) -> Column[Any]:
     return Column(name, PGUUID(as_uuid=True), *args, **kw)
 
 
+def _keyed(id_column: str) -> list[Any]:
+    """The distribution key (common/sharding.py) of a row that belongs to a member: their key
+    in the projection (`members.shard_key`) when written, kept equal to it by the registry
+    consumer (`services/mobility/projections.py`). The primary key is `(shard_key, <id>)` as a
+    sharded engine requires; the unique index on the id alone keeps lookups, foreign keys
+    and conflict targets by id working while there is one node."""
+    return [
+        _uuid(id_column, nullable=False),
+        _uuid("shard_key", nullable=False),
+        PrimaryKeyConstraint("shard_key", id_column),
+    ]
+
+
+def _unique_id(table: str, id_column: str = "id") -> Index:
+    return Index(f"uq_{table}_{id_column}", id_column, unique=True)
+
+
 def _timestamps() -> list[Column[Any]]:
     return [
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -112,7 +130,7 @@ change_seq = Sequence("change_seq", schema=SCHEMA, metadata=metadata)
 mobile_cards = Table(
     "mobile_cards",
     metadata,
-    _uuid("id", primary_key=True),
+    *_keyed("id"),
     _uuid("member_id", nullable=False),
     # The org responsible for the card (scope): the member's own org for an outflow, the
     # hosting org for an inflow.
@@ -142,14 +160,16 @@ mobile_cards = Table(
         postgresql_where=text("status = 'active'"),
     ),
     Index(None, "org_id", "id"),
+    Index(None, "member_id"),
+    _unique_id("mobile_cards"),
     schema=SCHEMA,
 )
 
 contacts = Table(
     "contacts",
     metadata,
-    _uuid("id", primary_key=True),
-    _uuid("card_id", ForeignKey(f"{SCHEMA}.mobile_cards.id"), nullable=False),
+    *_keyed("id"),
+    _uuid("card_id", nullable=False),
     Column("on", Date, nullable=False),
     Column("channel", String(16), nullable=False),
     Column("attended_org_life", Boolean, nullable=False),
@@ -158,13 +178,20 @@ contacts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(check_in("channel", [c.value for c in Channel]), name="channel"),
     Index(None, "card_id", "on"),
+    _unique_id("contacts"),
+    # A card's contacts are on its shard and follow it when it is re-keyed.
+    ForeignKeyConstraint(
+        ["shard_key", "card_id"],
+        [f"{SCHEMA}.mobile_cards.shard_key", f"{SCHEMA}.mobile_cards.id"],
+        onupdate="CASCADE",
+    ),
     schema=SCHEMA,
 )
 
 links = Table(
     "links",
     metadata,
-    _uuid("id", primary_key=True),
+    *_keyed("id"),
     _uuid("member_id", nullable=False),
     _uuid("workplace_org_id", nullable=True),
     Column("workplace_external_name", String(200), nullable=True),
@@ -199,14 +226,15 @@ links = Table(
     Index(None, "residence_org_id", "id"),
     Index(None, "member_id"),
     Index(None, "change_seq"),
+    _unique_id("links"),
     schema=SCHEMA,
 )
 
 feedback = Table(
     "feedback",
     metadata,
-    _uuid("id", primary_key=True),
-    _uuid("link_id", ForeignKey(f"{SCHEMA}.links.id"), nullable=False),
+    *_keyed("id"),
+    _uuid("link_id", nullable=False),
     Column("year", Integer, nullable=False),
     Column("rating", String(16), nullable=False),
     Column("comment", Text, nullable=False, server_default=""),
@@ -218,6 +246,13 @@ feedback = Table(
     CheckConstraint(check_in("rating", [r.value for r in Rating]), name="rating"),
     UniqueConstraint("link_id", "year"),
     Index(None, "change_seq"),
+    _unique_id("feedback"),
+    # A link's feedback is on its shard and follows it when it is re-keyed.
+    ForeignKeyConstraint(
+        ["shard_key", "link_id"],
+        [f"{SCHEMA}.links.shard_key", f"{SCHEMA}.links.id"],
+        onupdate="CASCADE",
+    ),
     schema=SCHEMA,
 )
 
@@ -226,13 +261,14 @@ feedback = Table(
 transfers = Table(
     "transfers",
     metadata,
-    _uuid("transfer_id", primary_key=True),
+    *_keyed("transfer_id"),
     _uuid("member_id", nullable=False),
     _uuid("from_org_id", nullable=True),
     Column("status", String(16), nullable=False),
     Column("valid_until", Date, nullable=True),
     Column("version", BigInteger, nullable=False),
     Index(None, "member_id"),
+    _unique_id("transfers", "transfer_id"),
     schema=SCHEMA,
 )
 
@@ -241,7 +277,8 @@ transfers = Table(
 last_org_life = Table(
     "last_org_life",
     metadata,
-    _uuid("member_id", primary_key=True),
+    *_keyed("member_id"),
     Column("last_attended_at", DateTime(timezone=True), nullable=False),
+    _unique_id("last_org_life", "member_id"),
     schema=SCHEMA,
 )

@@ -60,6 +60,7 @@ async def emit_org(
         aggregate_version=org.version,
         payload=data,
         org_paths=[org.path, old_path],
+        shard_key=org.shard_key,
     )
 
 
@@ -86,6 +87,7 @@ async def emit_member(
         aggregate_version=member.version,
         payload=data,
         org_paths=org_paths,
+        shard_key=member.shard_key,
     )
 
 
@@ -95,7 +97,8 @@ async def emit_members_registered(
     *,
     paths: Mapping[uuid.UUID, str],
 ) -> None:
-    """`member.registered` for each of many new members in one statement (bulk writes).
+    """`member.registered` for each of many new members in one statement (bulk writes),
+    each with its `shard_key`.
     A member may be given as the column values just inserted (a mapping or a plain
     object: building ORM instances for 100,000 rows costs seconds); columns left out read
     as a fresh row has them. `paths` holds the path of every org they reference."""
@@ -111,6 +114,7 @@ async def emit_members_registered(
                 aggregate_version=member.version,
                 payload=data,
                 org_paths=org_paths,
+                shard_key=member.shard_key,
             )
         )
     await emit_many(session, outbox, events)
@@ -170,8 +174,9 @@ async def emit_member_change(
 
 
 async def emit_transfer(session: AsyncSession, transfer: Transfer, *, type: str) -> None:
-    """`transfer.issued` (letter out) or `transfer.completed` (received); the member's own
-    change of org comes as a member event in the same transaction."""
+    """`transfer.issued` (letter out) or `transfer.completed` (received), with the member's
+    key (the transfer carries it); the member's own change of org comes as a member event in
+    the same transaction."""
     paths = await _paths(session, transfer.from_org_id, transfer.to_org_id)
     from_path = paths.get(transfer.from_org_id) if transfer.from_org_id else None
     to_path = paths.get(transfer.to_org_id) if transfer.to_org_id else None
@@ -198,6 +203,7 @@ async def emit_transfer(session: AsyncSession, transfer: Transfer, *, type: str)
         aggregate_version=transfer.version,
         payload=data,
         org_paths=[from_path, to_path],
+        shard_key=transfer.shard_key,
     )
 
 

@@ -17,8 +17,10 @@ from sqlalchemy import (
     Identity,
     Index,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -120,11 +122,30 @@ TRANSFER_TRANSITIONS: dict[TransferStatus, frozenset[TransferStatus]] = {
 }
 
 
-def _uuid_pk() -> Any:
-    return Field(
-        default_factory=uuid.uuid4,
-        sa_column=Column(PGUUID(as_uuid=True), primary_key=True),
+def _uuid_id() -> Any:
+    """The id of a row whose primary key is `(shard_key, id)` (`_sharded`): unique on its
+    own by an index, and the ORM's identity (`session.get(Model, id)`)."""
+    return Field(default_factory=uuid.uuid4, sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+
+
+def _shard_key() -> Any:
+    """The row's distribution key (common/sharding.py); set by the service on every insert."""
+    return Field(default=None, sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+
+
+def _sharded(table: str) -> tuple[Any, ...]:
+    """Table arguments of a table keyed `(shard_key, id)`, for a sharded engine (Citus: the
+    distribution column must be part of every unique key). On one PostgreSQL the id stays
+    unique by a constraint (and its index) of its own, which lookups, foreign keys and
+    conflict targets by id use (see the 0005_registry_keys migration)."""
+    return (
+        PrimaryKeyConstraint("shard_key", "id"),
+        UniqueConstraint("id", name=f"uq_{table}_id"),
     )
+
+
+# The ORM identity of those tables: the id alone.
+_ID_IDENTITY: dict[str, Any] = {"primary_key": ["id"]}
 
 
 def _created() -> Any:
@@ -150,12 +171,13 @@ def _version() -> Any:
     return Field(default=1, sa_column=Column(BigInteger, nullable=False, server_default="1"))
 
 
-def _org_ref(name: str, *, nullable: bool = True) -> Any:
+def _org_ref(name: str, *, nullable: bool = True, foreign_key: bool = True) -> Any:
+    """A reference to an org; `foreign_key=False` for one that may lie in another county
+    (on a sharded engine, no foreign key crosses shards): the service checks it."""
+    refs = [ForeignKey(f"{SCHEMA}.orgs.id")] if foreign_key else []
     return Field(
         default=None,
-        sa_column=Column(
-            name, PGUUID(as_uuid=True), ForeignKey(f"{SCHEMA}.orgs.id"), nullable=nullable
-        ),
+        sa_column=Column(name, PGUUID(as_uuid=True), *refs, nullable=nullable),
     )
 
 
@@ -167,16 +189,21 @@ class Org(SQLModel, table=True):
         CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
         Index("ix_orgs_path_gist", "path", postgresql_using="gist"),
         Index("ix_orgs_parent_id_name", "parent_id", "name", "id"),
+        # Unique through `org_codes` (one row per code, whatever the shard).
+        Index("ix_orgs_code", "code"),
+        *_sharded("orgs"),
         {"schema": SCHEMA},
     )
+    __mapper_args__ = _ID_IDENTITY
 
-    id: uuid.UUID = _uuid_pk()
+    id: uuid.UUID = _uuid_id()
+    shard_key: uuid.UUID = _shard_key()
     # A short number per org: its label in every materialized path below it.
     seq: int | None = Field(
         default=None,
         sa_column=Column(BigInteger, Identity(always=False), nullable=False, unique=True),
     )
-    code: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    code: str = Field(sa_column=Column(String(64), nullable=False))
     name: str = Field(sa_column=Column(String(200), nullable=False))
     kind: str = Field(sa_column=Column(String(32), nullable=False))
     area_level: str = Field(sa_column=Column(String(32), nullable=False))
@@ -203,21 +230,25 @@ class Member(SQLModel, table=True):
         CheckConstraint(
             "(id_number_cipher IS NULL) = (id_number_hash IS NULL)", name="id_number_pair"
         ),
-        # One live record per person: a merged-away record keeps its hash out of the index.
+        # One live record per person is kept by `member_identities` (one row per hash,
+        # whatever the shard); this index finds the live holder of a hash.
         Index(
-            "uq_members_id_number_hash",
+            "ix_members_id_number_hash",
             "id_number_hash",
-            unique=True,
             postgresql_where=text("merged_into IS NULL"),
         ),
         Index("ix_members_org_id_id", "org_id", "id"),
         Index("ix_members_residence_org_id_id", "residence_org_id", "id"),
         Index("ix_members_birth_date", "birth_date"),
         Index("ix_members_name", "name"),
+        *_sharded("members"),
         {"schema": SCHEMA},
     )
+    __mapper_args__ = _ID_IDENTITY
 
-    id: uuid.UUID = _uuid_pk()
+    id: uuid.UUID = _uuid_id()
+    # The key of the org holding the relation, else of the residence org (common/sharding.py).
+    shard_key: uuid.UUID = _shard_key()
     name: str = Field(sa_column=Column(String(100), nullable=False))
     gender: str = Field(sa_column=Column(String(16), nullable=False))
     birth_date: date = Field(sa_column=Column(Date, nullable=False))
@@ -236,8 +267,9 @@ class Member(SQLModel, table=True):
     relation: str = Field(sa_column=Column(String(16), nullable=False))
     status: str = Field(sa_column=Column(String(32), nullable=False, server_default="active"))
     org_id: uuid.UUID | None = _org_ref("org_id")
-    residence_org_id: uuid.UUID | None = _org_ref("residence_org_id")
-    group_id: uuid.UUID | None = _org_ref("group_id")
+    # May lie in another county than the relation org: no foreign key (the service checks).
+    residence_org_id: uuid.UUID | None = _org_ref("residence_org_id", foreign_key=False)
+    group_id: uuid.UUID | None = _org_ref("group_id", foreign_key=False)
     address: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
     employer: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     skills: list[str] = Field(
@@ -262,9 +294,12 @@ class MemberMerge(SQLModel, table=True):
     """Two records found to be one person: `from_id` now resolves to `into_id`."""
 
     __tablename__ = "member_merges"
-    __table_args__ = ({"schema": SCHEMA},)
+    __table_args__ = (*_sharded("member_merges"), {"schema": SCHEMA})
+    __mapper_args__ = _ID_IDENTITY
 
-    id: uuid.UUID = _uuid_pk()
+    id: uuid.UUID = _uuid_id()
+    # The survivor's key (the merge is part of its history).
+    shard_key: uuid.UUID = _shard_key()
     from_id: uuid.UUID = Field(
         sa_column=Column(
             PGUUID(as_uuid=True), ForeignKey(f"{SCHEMA}.members.id"), nullable=False, unique=True
@@ -310,19 +345,25 @@ class Transfer(SQLModel, table=True):
             "valid_until",
             postgresql_where=text("status = 'issued'"),
         ),
+        *_sharded("transfers"),
         {"schema": SCHEMA},
     )
+    __mapper_args__ = _ID_IDENTITY
 
-    id: uuid.UUID = _uuid_pk()
+    id: uuid.UUID = _uuid_id()
+    # The member's key (re-keyed with the member when they move to another county).
+    shard_key: uuid.UUID = _shard_key()
     member_id: uuid.UUID = Field(
         sa_column=Column(
             PGUUID(as_uuid=True), ForeignKey(f"{SCHEMA}.members.id"), nullable=False, index=True
         )
     )
-    from_org_id: uuid.UUID | None = _org_ref("from_org_id")
+    # The two ends may lie in other counties than the member's: no foreign keys (checked by
+    # the service).
+    from_org_id: uuid.UUID | None = _org_ref("from_org_id", foreign_key=False)
     from_external_name: str | None = Field(default=None, sa_column=Column(String(200)))
     from_external_code: str | None = Field(default=None, sa_column=Column(String(64)))
-    to_org_id: uuid.UUID | None = _org_ref("to_org_id")
+    to_org_id: uuid.UUID | None = _org_ref("to_org_id", foreign_key=False)
     to_external_name: str | None = Field(default=None, sa_column=Column(String(200)))
     to_external_code: str | None = Field(default=None, sa_column=Column(String(64)))
     reason: str | None = Field(default=None, sa_column=Column(Text))
@@ -337,6 +378,47 @@ class Transfer(SQLModel, table=True):
     created_at: datetime | None = _created()
     updated_at: datetime | None = _updated()
     version: int = _version()
+
+
+class MemberIdentity(SQLModel, table=True):
+    """The live record holding each ID number (by its keyed hash): the global uniqueness a
+    sharded engine cannot keep with an index on `members` (distributed by the hash)."""
+
+    __tablename__ = "member_identities"
+    __table_args__ = ({"schema": SCHEMA},)
+
+    id_number_hash: bytes = Field(sa_column=Column(LargeBinary, primary_key=True))
+    member_id: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+    shard_key: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+
+
+class OrgCode(SQLModel, table=True):
+    """The org holding each code: global uniqueness of codes (distributed by the code)."""
+
+    __tablename__ = "org_codes"
+    __table_args__ = ({"schema": SCHEMA},)
+
+    code: str = Field(sa_column=Column(String(64), primary_key=True))
+    org_id: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+    shard_key: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), nullable=False))
+
+
+class UpperOrg(SQLModel, table=True):
+    """The city-level orgs (the upper tree), kept with the tree: on a sharded engine, the
+    reference table every node joins to."""
+
+    __tablename__ = "upper_orgs"
+    __table_args__ = ({"schema": SCHEMA},)
+
+    id: uuid.UUID = Field(sa_column=Column(PGUUID(as_uuid=True), primary_key=True))
+    parent_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(PGUUID(as_uuid=True), nullable=True)
+    )
+    path: str = Field(sa_column=Column(LTree(), nullable=False))
+    code: str = Field(sa_column=Column(String(64), nullable=False))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    area_level: str = Field(sa_column=Column(String(32), nullable=False))
 
 
 idempotency_keys = idempotency_table(metadata, SCHEMA)

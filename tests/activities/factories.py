@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy import func, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.sharding import child_shard_key, member_shard_key
 from services.activities.models import members, orgs
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -24,6 +25,9 @@ _n = itertools.count(1)
 class Org:
     id: uuid.UUID
     path: str
+    # The distribution key the registry gives it (common/sharding.py) and its level.
+    key: uuid.UUID | None = None
+    area_level: str | None = None
 
     @property
     def sid(self) -> str:
@@ -52,6 +56,9 @@ async def seed_org(
     org_id = uuid.uuid4()
     label = f"n{org_id.hex[:12]}"
     path = f"{parent.path}.{label}" if parent else label
+    key = child_shard_key(
+        org_id, parent.key if parent else None, parent.area_level if parent else None
+    )
     async with sessions() as s:
         await s.execute(
             insert(orgs).values(
@@ -62,12 +69,13 @@ async def seed_org(
                 name=name or f"组织{next(_n)}",
                 kind=kind,
                 area_level=area_level,
+                shard_key=key,
                 version=1,
                 updated_at=func.now(),
             )
         )
         await s.commit()
-    return Org(org_id, path)
+    return Org(org_id, path, key, area_level)
 
 
 async def seed_member(
@@ -95,6 +103,7 @@ async def seed_member(
                 org_path=org.path,
                 residence_org_id=residence.id if residence else None,
                 residence_path=residence.path if residence else None,
+                shard_key=member_shard_key(org.key, residence.key if residence else None),
                 group_id=group.id if group else None,
                 skills=skills or [],
                 version=1,

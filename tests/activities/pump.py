@@ -34,6 +34,7 @@ async def project_registry(db: async_sessionmaker[AsyncSession]) -> None:
                     occurred_at=row["occurred_at"],
                     org_paths=tuple(row["org_paths"]),
                     payload=row["payload"],
+                    shard_key=row["shard_key"],
                 ),
             )
         await session.commit()

@@ -158,3 +158,17 @@ class TestProductionRefusals:
         text = str(info.value)
         for part in ("development data keys", "verification key", "signing key", "admin"):
             assert part in text
+
+
+class TestOutboxRetention:
+    def test_retention_needs_nats(self) -> None:
+        """Dropping relayed days is safe only when NATS holds the events (read models are
+        rebuilt from the outbox otherwise): refused in any environment."""
+        with pytest.raises(ValueError, match="NATS_URL"):
+            RegistrySettings(outbox_retention_days=7)
+        settings = RegistrySettings(outbox_retention_days=7, nats_url="nats://127.0.0.1:4222")
+        assert settings.outbox_retention_days == 7
+
+    def test_retention_is_whole_days(self) -> None:
+        with pytest.raises(ValueError, match="greater than or equal to 1"):
+            RegistrySettings(outbox_retention_days=0, nats_url="nats://127.0.0.1:4222")

@@ -34,7 +34,10 @@ def model(schema: str) -> RegistryProjection:
 
 
 def consumer(schema: str, **changes: Any) -> Consumer:
-    """`<schema>.registry`, the service's consumer of the registry (fields overridable)."""
+    """`<schema>.registry`, the service's consumer of the registry (fields overridable; a
+    replaced `apply` runs event by event unless an `apply_batch` is given too)."""
+    if "apply" in changes:
+        changes.setdefault("apply_batch", None)
     return dataclasses.replace(PROJECTIONS[schema].registry_consumer(), **changes)
 
 

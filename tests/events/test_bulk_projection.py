@@ -3,13 +3,11 @@ demo loader) ends in the same read model as applying each event on its own."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events.consumer import catch_up
-from tests.events.helpers import consumer, model, populate, projection, registry_view
+from tests.events.helpers import consumer, populate, projection, registry_view
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -21,10 +19,8 @@ class TestApplyBatch:
         # Orgs, members, a move of a community after its members registered: org events
         # between runs of member events, and members changed twice.
         await populate(admin, members=6)
-        await catch_up(committed_db, consumer("mobility"))
-        bulk = dataclasses.replace(
-            consumer("activities"), apply_batch=model("activities").apply_batch, batch_size=7
-        )
+        await catch_up(committed_db, consumer("mobility", apply_batch=None))
+        bulk = consumer("activities", batch_size=7)
         await catch_up(committed_db, bulk)
         one_by_one = await projection(committed_db, "mobility")
         assert await projection(committed_db, "activities") == one_by_one

@@ -282,8 +282,18 @@ class TestRunner:
                     poll_interval_s=0.1,
                 )
             ):
-                await make_org(admin, kind="committee", area_level="city")
+                second_org = await make_org(admin, kind="committee", area_level="city")
                 await eventually(lambda: applied(2), what="the second event")
+
+                async def committed() -> bool:  # applied is not yet committed
+                    found = await rows(
+                        committed_db,
+                        "SELECT 1 FROM mobility.orgs WHERE org_id = :i",
+                        i=uuid.UUID(second_org["id"]),
+                    )
+                    return bool(found)
+
+                await eventually(committed, what="the second event's commit")
                 assert appliers == ["first", "first"]
                 await stop(first)
                 await make_org(admin, kind="committee", area_level="city")
@@ -306,6 +316,7 @@ class TestRunner:
                 "consumer:mobility.registry",
                 "consumer:mobility.transfers",
                 "consumer:mobility.org_life",
+                "partitions:mobility",  # the outbox's and audit log's upkeep
             ]
             org = await make_org(admin, kind="committee", area_level="city")
 

@@ -116,6 +116,33 @@ class TestNatsConsumer:
             await catch_up(committed_db, consumer("activities"))
             assert await projection(committed_db, "activities") == expected
 
+    async def test_a_fetched_batch_is_applied_in_one_call(
+        self, admin: httpx.AsyncClient, committed_db: Sessions, dsn: str, nats_url: str
+    ) -> None:
+        """The projection gets what a fetch brought as one batch (a run of member events is
+        one statement), not event by event, and ends the same."""
+        await populate(admin, members=3)
+        batches: list[int] = []
+        apply_batch = model("mobility").apply_batch
+
+        async def counted(session: AsyncSession, events: list[Event]) -> None:
+            batches.append(len(events))
+            await apply_batch(session, events)
+
+        counting = consumer("mobility", apply_batch=counted)
+        expected = await registry_view(committed_db)
+        async with (
+            relay(committed_db, dsn, nats_url),
+            running(run_nats_consumer(committed_db, counting, dsn=dsn, nats_url=nats_url)),
+        ):
+
+            async def matches() -> bool:
+                return await projection(committed_db, "mobility") == expected
+
+            await eventually(matches, what="the NATS-fed projection")
+        assert sum(batches) == await outbox_count(committed_db)
+        assert max(batches) > 1
+
     async def test_killed_mid_stream_and_restarted_ends_like_one_that_never_stopped(
         self, admin: httpx.AsyncClient, committed_db: Sessions, dsn: str, nats_url: str
     ) -> None:

@@ -19,10 +19,12 @@ from tests.registry.factories import make_org
 class EventPump:
     """Applies the events written so far in this test's transaction (which no real consumer
     can read before it commits) to the consumers of the other services, in order, until
-    nothing new remains."""
+    nothing new remains. With `batch`, the registry's events of each round go to the
+    projection as one batch (`apply_batch`, as a consumer configured for bulk does)."""
 
-    def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], *, batch: bool = False) -> None:
         self.db = db
+        self.batch = batch
         self.seen = {"registry": 0, "mobility": 0, "activities": 0}
 
     async def __call__(self) -> None:
@@ -42,22 +44,13 @@ class EventPump:
                         .mappings()
                         .all()
                     )
-                    for row in rows:
-                        event = Event(
-                            source=source,
-                            seq=row["id"],
-                            txid=str(row["txid"]),
-                            event_id=row["event_id"],
-                            type=row["type"],
-                            aggregate_type=row["aggregate_type"],
-                            aggregate_id=row["aggregate_id"],
-                            aggregate_version=row["aggregate_version"],
-                            occurred_at=row["occurred_at"],
-                            org_paths=tuple(row["org_paths"]),
-                            payload=row["payload"],
-                        )
+                    events = [_event(source, row) for row in rows]
+                    if self.batch and source == "registry" and events:
+                        await registry_model.apply_batch(session, events)
+                    for row, event in zip(rows, events, strict=True):
                         if source == "registry":
-                            await registry_model.apply(session, event)
+                            if not self.batch:
+                                await registry_model.apply(session, event)
                             await apply_transfer(session, event)
                         elif source == "mobility":
                             await apply_mobile(session, event)
@@ -68,6 +61,23 @@ class EventPump:
                     await session.commit()
             if not moved:
                 return
+
+
+def _event(source: str, row: Any) -> Event:
+    return Event(
+        source=source,
+        seq=row["id"],
+        txid=str(row["txid"]),
+        event_id=row["event_id"],
+        type=row["type"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        aggregate_version=row["aggregate_version"],
+        occurred_at=row["occurred_at"],
+        org_paths=tuple(row["org_paths"]),
+        payload=row["payload"],
+        shard_key=row["shard_key"],
+    )
 
 
 async def work_unit(registry: httpx.AsyncClient, parent_id: str) -> dict[str, Any]:

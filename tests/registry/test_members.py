@@ -960,8 +960,9 @@ async def insert_transfer(db: Sessions, member_id: str, tree: Tree) -> uuid.UUID
     async with db() as s:
         await s.execute(
             text(
-                "INSERT INTO registry.transfers (id, member_id, from_org_id, to_org_id, "
-                "requested_by) VALUES (:id, :m, :f, :t, 'test')"
+                "INSERT INTO registry.transfers (id, shard_key, member_id, from_org_id, "
+                "to_org_id, requested_by) VALUES (:id, (SELECT shard_key FROM registry.members "
+                "WHERE id = :m), :m, :f, :t, 'test')"
             ),
             {
                 "id": transfer_id,

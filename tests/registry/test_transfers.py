@@ -757,6 +757,7 @@ class TestStateMachineInTheDatabase:
                     s.add(
                         Transfer(
                             member_id=uuid.UUID(member_a),
+                            shard_key=(await member_row(db, member_a)).shard_key,
                             from_org_id=uuid.UUID(tree.community_a["id"]),
                             to_org_id=uuid.UUID(tree.community_b["id"]),
                             status="completed",
@@ -776,6 +777,7 @@ class TestStateMachineInTheDatabase:
                     s.add(
                         Transfer(
                             member_id=uuid.UUID(member_a),
+                            shard_key=(await member_row(db, member_a)).shard_key,
                             from_org_id=uuid.UUID(tree.community_a["id"]),
                             to_external_name="外地",
                             status="requested",
@@ -1026,11 +1028,13 @@ class TestConcurrency:
         self, apps: tuple[FastAPI, FastAPI], setup: tuple[Tree, str], committed_db: Sessions
     ) -> None:
         tree, member = setup
+        key = (await member_row(committed_db, member)).shard_key
         async with committed_db() as holder:
             # An uncommitted open transfer: invisible to the API's check, not to the index.
             holder.add(
                 Transfer(
                     member_id=uuid.UUID(member),
+                    shard_key=key,
                     from_org_id=uuid.UUID(tree.community_a["id"]),
                     to_external_name="外地",
                     status="requested",

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry.models import Member, Org, Transfer, audit_log
+from services.registry.service.shard_keys import member_key, org_key, set_code, sync_upper_org
 
 TRANSFERS = "/api/v1/registry/transfers"
 
@@ -31,8 +32,15 @@ async def make_member(
     name: str | None = None,
 ) -> str:
     """A member row with the minimum fields; returns its id as a string."""
+    async with sessions() as s:
+        key = await member_key(
+            s,
+            org_id=uuid.UUID(str(org_id)) if org_id else None,
+            residence_org_id=uuid.UUID(str(residence_org_id)) if residence_org_id else None,
+        )
     member = Member(
         id=uuid.uuid4(),
+        shard_key=key,
         name=name or f"党员{next(_names)}",
         gender="female",
         birth_date=date(1958, 3, 12),
@@ -57,14 +65,18 @@ async def make_org_row(
     kind: str = "branch",
     area_level: str = "community",
 ) -> dict[str, Any]:
-    """An org row inserted directly (for tests on committed data); returns id, path."""
+    """An org row inserted directly (for tests on committed data), with its key, code and
+    upper-tree rows; returns id, path."""
     async with sessions() as s:
         seq = int(
             await s.scalar(select(text("nextval(pg_get_serial_sequence('registry.orgs', 'seq'))")))
         )
         path = f"{parent['path']}.{seq}" if parent else str(seq)
+        parent_org = await s.get(Org, uuid.UUID(parent["id"])) if parent else None
+        org_id = uuid.uuid4()
         org = Org(
-            id=uuid.uuid4(),
+            id=org_id,
+            shard_key=org_key(org_id, parent_org),
             seq=seq,
             code=f"T-{uuid.uuid4().hex[:10]}",
             name=f"组织{seq}",
@@ -73,7 +85,10 @@ async def make_org_row(
             parent_id=uuid.UUID(parent["id"]) if parent else None,
             path=path,
         )
+        await set_code(s, old=None, new=org.code, org_id=org_id, key=org.shard_key)
         s.add(org)
+        await s.flush()
+        await sync_upper_org(s, org_id=org_id)
         await s.commit()
     return {"id": str(org.id), "path": path}
 

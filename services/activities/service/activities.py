@@ -30,7 +30,7 @@ from services.activities.models import (
     signups,
 )
 from services.activities.schemas import ActivityCreate, ActivityUpdate, AttendanceEntry
-from services.activities.service import points
+from services.activities.service import keys, points
 from services.activities.service.scope import (
     member_readable,
     org_readable,
@@ -64,7 +64,12 @@ async def create_activity(
         (
             await session.execute(
                 insert(activities)
-                .values(id=uuid.uuid4(), created_by=_actor(principal), **values)
+                .values(
+                    id=uuid.uuid4(),
+                    shard_key=keys.org_key(data.org_id),
+                    created_by=_actor(principal),
+                    **values,
+                )
                 .returning(activities)
             )
         )
@@ -90,6 +95,7 @@ async def create_activity(
             "ends_at": row["ends_at"],
         },
         org_paths=[path],
+        shard_key=row["shard_key"],
     )
     return {**row, "signed_up": 0}
 
@@ -249,6 +255,8 @@ async def set_attendance(
         stmt = insert(attendance).values(
             [
                 {
+                    # The activity's key, whatever county the member is from.
+                    "shard_key": activity["shard_key"],
                     "activity_id": activity_id,
                     "member_id": e.member_id,
                     "status": e.status.value,
@@ -288,6 +296,7 @@ async def set_attendance(
                     "starts_at": activity["starts_at"],
                 },
                 org_paths=[str(org_path) if org_path else None],
+                shard_key=activity["shard_key"],
             )
             for row in changed
         ],
@@ -369,7 +378,11 @@ async def sign_up(session: AsyncSession, *, activity_id: uuid.UUID, principal: P
         (
             await session.execute(
                 insert(signups)
-                .values(activity_id=activity_id, member_id=principal.member_id)
+                .values(
+                    shard_key=activity["shard_key"],
+                    activity_id=activity_id,
+                    member_id=principal.member_id,
+                )
                 .on_conflict_do_nothing()
                 .returning(signups)
             )

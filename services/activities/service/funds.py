@@ -30,6 +30,7 @@ from services.activities.models import (
     members,
 )
 from services.activities.schemas import AllocationCreate, ExpenseCreate
+from services.activities.service import keys
 from services.activities.service.scope import (
     ACTIVE,
     org_readable,
@@ -70,6 +71,7 @@ async def create_allocation(
                 insert(fund_allocations)
                 .values(
                     id=uuid.uuid4(),
+                    shard_key=keys.org_key(data.org_id),
                     org_id=data.org_id,
                     year=data.year,
                     rate_per_member=data.rate_per_member,
@@ -164,6 +166,7 @@ async def book_expense(
                 insert(fund_expenses)
                 .values(
                     id=uuid.uuid4(),
+                    shard_key=allocation["shard_key"],
                     allocation_id=allocation["id"],
                     amount=data.amount,
                     purpose=data.purpose,

@@ -23,7 +23,7 @@ from common.pagination import decode_cursor, page_of
 from services.activities.errors import HelpRequestNotFound, InvalidTransition, MemberNotFound
 from services.activities.models import HelpStatus, audit_log, help_requests, members, orgs
 from services.activities.schemas import HelpRequestCreate
-from services.activities.service import hours
+from services.activities.service import hours, keys
 from services.activities.service.scope import (
     org_readable,
     org_writable,
@@ -63,6 +63,7 @@ async def create(session: AsyncSession, *, principal: Principal, data: HelpReque
                 insert(help_requests)
                 .values(
                     id=uuid.uuid4(),
+                    shard_key=keys.org_key(data.org_id),
                     org_id=data.org_id,
                     building_id=data.building_id,
                     title=data.title,

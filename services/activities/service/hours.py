@@ -34,7 +34,7 @@ from services.activities.models import (
     outbox,
     service_hours,
 )
-from services.activities.service import points
+from services.activities.service import keys, points
 from services.activities.service.scope import (
     member_readable,
     member_row,
@@ -97,6 +97,7 @@ async def log_hours(
         insert(service_hours)
         .values(
             id=uuid.uuid4(),
+            shard_key=keys.known(member["shard_key"]),
             member_id=member_id,
             org_id=member["org_id"],
             on=on,
@@ -180,6 +181,7 @@ async def verify(session: AsyncSession, *, entry_id: uuid.UUID, principal: Princ
             "on": row["on"],
         },
         org_paths=[str(org_path) if org_path else None],
+        shard_key=row["shard_key"],
     )
     per_hour = await points.rule_points(
         session, org_id=row["org_id"], source=PointsSource.service_hour, activity_type=None

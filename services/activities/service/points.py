@@ -28,6 +28,7 @@ from services.activities.models import (
     points_rules,
 )
 from services.activities.schemas import PointsRuleSet
+from services.activities.service import keys
 from services.activities.service.scope import (
     member_row,
     readable_org_path,
@@ -85,19 +86,22 @@ async def settle(
     delta = target - int(current or 0)
     if delta == 0:
         return 0
-    entry_id = await session.scalar(
-        insert(points_ledger)
-        .values(
-            member_id=member_id,
-            org_id=org_id,
-            year=year,
-            points=delta,
-            reason=reason,
-            source_id=source_id,
-            created_by=actor,
+    entry = (
+        await session.execute(
+            insert(points_ledger)
+            .values(
+                shard_key=keys.member_key(member_id),
+                member_id=member_id,
+                org_id=org_id,
+                year=year,
+                points=delta,
+                reason=reason,
+                source_id=source_id,
+                created_by=actor,
+            )
+            .returning(points_ledger.c.id, points_ledger.c.shard_key)
         )
-        .returning(points_ledger.c.id)
-    )
+    ).one()
     await emit(
         session,
         outbox,
@@ -105,7 +109,7 @@ async def settle(
         aggregate_type="member_points",
         aggregate_id=member_id,
         # The ledger entry's id: increasing per member, so consumers keep the newest.
-        aggregate_version=int(entry_id or 0),
+        aggregate_version=int(entry.id),
         payload={
             "member_id": member_id,
             "org_id": org_id,
@@ -114,6 +118,7 @@ async def settle(
             "source_id": source_id,
             "year": year,
         },
+        shard_key=entry.shard_key,
     )
     return delta
 
@@ -247,6 +252,7 @@ async def redeem(
             await session.execute(
                 insert(points_ledger)
                 .values(
+                    shard_key=keys.known(member["shard_key"]),
                     member_id=member_id,
                     org_id=member["org_id"],
                     year=year,

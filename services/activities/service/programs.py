@@ -41,6 +41,7 @@ from services.activities.schemas import (
     ProgramCreate,
     RoleAssignmentCreate,
 )
+from services.activities.service import keys
 from services.activities.service.scope import (
     member_row,
     org_readable,
@@ -147,7 +148,9 @@ async def create_program(
             errors=[FieldError(field="code", message="already used by this org")],
         )
     await session.execute(
-        insert(program_adoptions).values(program_id=row["id"], org_id=data.org_id)
+        insert(program_adoptions).values(
+            shard_key=keys.org_key(data.org_id), program_id=row["id"], org_id=data.org_id
+        )
     )
     await audit.record(
         session, audit_log, principal, action="create", resource="program", record_id=row["id"]
@@ -163,7 +166,7 @@ async def adopt(
     program = await get_program(session, principal=principal, program_id=program_id)
     await session.execute(
         insert(program_adoptions)
-        .values(program_id=program_id, org_id=org_id)
+        .values(shard_key=keys.org_key(org_id), program_id=program_id, org_id=org_id)
         .on_conflict_do_nothing()
     )
     await audit.record(
@@ -310,7 +313,12 @@ async def mark_done(
         "recorded_by": _actor(principal),
     }
     stmt = insert(pledge_items).values(
-        program_id=program["id"], member_id=member_id, year=year, n=n, **values
+        shard_key=keys.member_key(member_id),
+        program_id=program["id"],
+        member_id=member_id,
+        year=year,
+        n=n,
+        **values,
     )
     await session.execute(
         stmt.on_conflict_do_update(
@@ -341,7 +349,7 @@ async def assign_role(
     session: AsyncSession, *, principal: Principal, data: RoleAssignmentCreate
 ) -> Any:
     await writable_org_path(session, principal, data.org_id)
-    await member_row(session, principal, data.member_id, write=True)
+    member = await member_row(session, principal, data.member_id, write=True)
     if data.program_id is not None:
         program = await get_program(session, principal=principal, program_id=data.program_id)
         titles = {i["title"] for i in program["items"]} | {
@@ -358,6 +366,7 @@ async def assign_role(
                 insert(role_assignments)
                 .values(
                     id=uuid.uuid4(),
+                    shard_key=keys.known(member["shard_key"]),
                     member_id=data.member_id,
                     org_id=data.org_id,
                     kind=data.kind.value,

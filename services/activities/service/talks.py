@@ -18,6 +18,7 @@ from services.activities.dependencies import NotesCipher
 from services.activities.errors import TalkNotFound
 from services.activities.models import audit_log, members, talks
 from services.activities.schemas import TalkCreate
+from services.activities.service import keys
 from services.activities.service.scope import (
     member_readable,
     member_row,
@@ -50,6 +51,7 @@ async def create_talk(
                 insert(talks)
                 .values(
                     id=uuid.uuid4(),
+                    shard_key=keys.known(member["shard_key"]),
                     member_id=data.member_id,
                     org_id=member["org_id"],
                     held_on=data.held_on,

@@ -26,6 +26,7 @@ from services.activities.models import (
     training_sessions,
 )
 from services.activities.schemas import TrainingSessionCreate
+from services.activities.service import keys
 from services.activities.service.scope import (
     member_writable,
     org_readable,
@@ -67,6 +68,7 @@ async def create_session(
                 insert(training_sessions)
                 .values(
                     id=uuid.uuid4(),
+                    shard_key=keys.org_key(data.org_id),
                     org_id=data.org_id,
                     title=data.title,
                     held_on=data.held_on,
@@ -82,7 +84,10 @@ async def create_session(
     if wanted:
         await session.execute(
             insert(training_attendance),
-            [{"session_id": row["id"], "member_id": m} for m in wanted],
+            [
+                {"shard_key": row["shard_key"], "session_id": row["id"], "member_id": m}
+                for m in wanted
+            ],
         )
     await audit.record(
         session, audit_log, principal, action="create", resource="training", record_id=row["id"]

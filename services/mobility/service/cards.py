@@ -19,6 +19,7 @@ from common import audit
 from common.auth import Principal, Role
 from common.errors import FieldError
 from common.pagination import decode_cursor, page_of
+from common.sharding import UNSHARDED
 from services.mobility.dependencies import NOTES, PHONE, PLACE, FieldCrypto
 from services.mobility.errors import CardAlreadyOpen, CardNotActive, CardNotFound, InvalidCard
 from services.mobility.models import (
@@ -33,6 +34,7 @@ from services.mobility.models import (
 )
 from services.mobility.schemas import CardCreate, CardPublic, ContactCreate, ContactPublic
 from services.mobility.service.events import emit_card
+from services.mobility.service.keys import member_key
 from services.mobility.service.scope import (
     forbid_auditors,
     ids_under,
@@ -99,9 +101,15 @@ async def create_card(
     require_writer(principal)
     member = (
         await session.execute(
-            select(members.c.member_id, members.c.org_id, members.c.residence_org_id).where(
-                members.c.member_id == data.member_id, members.c.merged_into.is_(None)
+            select(
+                members.c.member_id,
+                members.c.org_id,
+                members.c.residence_org_id,
+                members.c.shard_key,
             )
+            .where(members.c.member_id == data.member_id, members.c.merged_into.is_(None))
+            # Its key stays until the card is written (services/mobility/service/keys.py).
+            .with_for_update(read=True)
         )
     ).first()
     if member is None:
@@ -139,6 +147,7 @@ async def create_card(
         )
     values = {
         "id": uuid.uuid4(),
+        "shard_key": member.shard_key or UNSHARDED,
         "member_id": data.member_id,
         "org_id": org_id,
         "direction": data.direction.value,
@@ -288,6 +297,7 @@ async def add_contact(
     await session.execute(
         insert(contacts).values(
             id=uuid.uuid4(),
+            shard_key=row.shard_key,  # the card's: its member's
             card_id=card_id,
             on=data.on,
             channel=data.channel.value,
@@ -330,7 +340,9 @@ async def add_contact(
 async def record_org_life(session: AsyncSession, *, member_id: uuid.UUID, on: Any) -> None:
     """The member attended organizational life at `on` (a date or a time)."""
     at = func.cast(on, last_org_life.c.last_attended_at.type) if isinstance(on, date) else on
-    stmt = insert(last_org_life).values(member_id=member_id, last_attended_at=at)
+    stmt = insert(last_org_life).values(
+        member_id=member_id, shard_key=member_key(member_id), last_attended_at=at
+    )
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=[last_org_life.c.member_id],

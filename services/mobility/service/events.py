@@ -49,6 +49,7 @@ async def emit_card(session: AsyncSession, card: Mapping[str, Any], *, type: str
         aggregate_version=int(card["version"]),
         payload=card_payload(card),
         org_paths=paths.values(),
+        shard_key=card["shard_key"],
     )
 
 
@@ -74,6 +75,7 @@ def link_event(link: Mapping[str, Any], *, type: str, paths: Mapping[Any, str]) 
         aggregate_version=int(link["version"]),
         payload=link_payload(link),
         org_paths=[paths.get(link["residence_org_id"]), paths.get(link["workplace_org_id"])],
+        shard_key=link["shard_key"],
     )
 
 
@@ -106,6 +108,7 @@ async def emit_feedback(
         aggregate_type="feedback",
         aggregate_id=feedback_id,
         aggregate_version=version,
+        shard_key=link["shard_key"],
         org_paths=(
             await _paths(session, [link["residence_org_id"], link["workplace_org_id"]])
         ).values(),

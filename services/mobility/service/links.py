@@ -20,6 +20,7 @@ from common import audit
 from common.auth import Principal, Role
 from common.errors import FieldError, Forbidden
 from common.pagination import decode_cursor, page_of
+from common.sharding import UNSHARDED
 from services.mobility.errors import (
     InvalidLink,
     LinkAlreadyOpen,
@@ -106,12 +107,15 @@ async def _in_scope_org(session: AsyncSession, principal: Principal, org_id: uui
 async def create_link(session: AsyncSession, *, data: LinkCreate, principal: Principal) -> Any:
     require_writer(principal)
     errors: list[FieldError] = []
-    exists = await session.scalar(
-        select(members.c.member_id).where(
-            members.c.member_id == data.member_id, members.c.merged_into.is_(None)
+    member = (
+        await session.execute(
+            select(members.c.member_id, members.c.shard_key)
+            .where(members.c.member_id == data.member_id, members.c.merged_into.is_(None))
+            # Its key stays until the link is written (services/mobility/service/keys.py).
+            .with_for_update(read=True)
         )
-    )
-    if exists is None:
+    ).first()
+    if member is None:
         errors.append(FieldError(field="member_id", message="no such member"))
     known = set(
         (
@@ -140,6 +144,7 @@ async def create_link(session: AsyncSession, *, data: LinkCreate, principal: Pri
         )
     values = {
         "id": uuid.uuid4(),
+        "shard_key": member.shard_key or UNSHARDED,
         "member_id": data.member_id,
         "workplace_org_id": data.workplace_org_id,
         "workplace_external_name": data.workplace_external.name
@@ -331,6 +336,7 @@ async def give_feedback(
         raise LinkStateConflict("The link has ended.")
     stmt = insert(feedback).values(
         id=uuid.uuid4(),
+        shard_key=row.shard_key,  # the link's: its member's
         link_id=link_id,
         year=data.year,
         rating=data.rating.value,

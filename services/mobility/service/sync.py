@@ -40,6 +40,7 @@ from services.mobility.schemas import (
     SyncRowError,
 )
 from services.mobility.service.events import emit_links
+from services.mobility.service.keys import member_keys
 
 lc = links.c
 
@@ -149,6 +150,9 @@ async def sync_members(
             )
         )
     }
+    # The new links' keys: their members', one statement for all.
+    new_members = {m: residence for m, (_, residence) in wanted.items() if m not in current}
+    keys = dict(zip(new_members, await member_keys(session, new_members), strict=True))
     new_rows: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     unchanged = 0
@@ -158,6 +162,7 @@ async def sync_members(
             new_rows.append(
                 {
                     "id": uuid.uuid4(),
+                    "shard_key": keys[member_id],
                     "member_id": member_id,
                     "workplace_org_id": org_id,
                     "residence_org_id": residence,

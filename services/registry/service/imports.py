@@ -40,6 +40,7 @@ from sqlmodel import col
 from common import audit
 from common.auth import Principal
 from common.errors import FieldError
+from common.sharding import member_shard_key
 from services.registry import idnumber
 from services.registry.dependencies import FieldCrypto
 from services.registry.errors import ImportInProgress, InvalidReference
@@ -47,6 +48,7 @@ from services.registry.events import emit_members_registered
 from services.registry.models import Member, Org, Relation, audit_log
 from services.registry.schemas.imports import ImportResult, ImportRow, ReportFormat, RowStatus
 from services.registry.schemas.members import MemberCreate
+from services.registry.service import shard_keys
 from services.registry.service.card_sheet import (
     ERRORS_HEADER,
     Header,
@@ -507,9 +509,16 @@ class _Importer:
             self.seen_digests[row.digest] = row.number
         self.seen_names.setdefault(row.name_key, (row.number, row.digest is not None))
 
+    def _key(self, card: Mapping[str, Any]) -> uuid.UUID:
+        org, residence = card["org_id"], card["residence_org_id"]
+        return member_shard_key(
+            self.orgs_by_id[org].shard_key if org is not None else None,
+            self.orgs_by_id[residence].shard_key if residence is not None else None,
+        )
+
     async def _insert(self, rows: list[_Row]) -> None:
         """Bulk insert; a row whose ID number another request registered meanwhile is
-        skipped by the unique index and reported."""
+        skipped by the numbers' lookup table (claimed first) and reported."""
         values: list[dict[str, Any]] = []
         for row in rows:
             assert row.card is not None
@@ -517,25 +526,34 @@ class _Importer:
             values.append(
                 {
                     "id": row.member_id,
+                    "shard_key": self._key(row.card),
                     **row.card,
                     **id_number_columns(self.crypto, row.id_number),
                     **phone_columns(self.crypto, row.phone),
                 }
             )
-        table = Member.__table__
-        stmt = (
-            insert(table)
-            .on_conflict_do_nothing(
-                index_elements=[table.c.id_number_hash], index_where=table.c.merged_into.is_(None)
-            )
-            .returning(table.c.id)
+        claimed = await shard_keys.claim_identities(
+            self.session,
+            [
+                (v["id_number_hash"], v["id"], v["shard_key"])
+                for v in values
+                if v["id_number_hash"] is not None
+            ],
         )
-        inserted = set((await self.session.execute(stmt, values)).scalars())
+        values = [
+            v for v in values if v["id_number_hash"] is None or v["id_number_hash"] in claimed
+        ]
+        table = Member.__table__
+        inserted: set[uuid.UUID] = set()
+        if values:
+            stmt = insert(table).returning(table.c.id)
+            inserted = set((await self.session.execute(stmt, values)).scalars())
         members: list[dict[str, Any]] = []
-        for row, value in zip(rows, values, strict=True):
+        by_id = {v["id"]: v for v in values}
+        for row in rows:
             if row.member_id in inserted:
                 row.status = RowStatus.created
-                members.append(value)
+                members.append(by_id[row.member_id])
             else:
                 row.status = None
                 row.member_id = None

@@ -151,6 +151,7 @@ class OrgRef:
     kind: str
     path: str
     in_scope: bool
+    shard_key: uuid.UUID
 
 
 async def fetch_org_refs(
@@ -165,10 +166,13 @@ async def fetch_org_refs(
                 col(Org.kind),
                 col(Org.path),
                 org_in_scope(principal).label("in_scope"),
+                col(Org.shard_key),
             ).where(where)
         )
     ).all()
-    return [(OrgRef(r.id, r.kind, str(r.path), bool(r.in_scope)), r.code) for r in rows]
+    return [
+        (OrgRef(r.id, r.kind, str(r.path), bool(r.in_scope), r.shard_key), r.code) for r in rows
+    ]
 
 
 async def reference_errors(

@@ -25,6 +25,7 @@ from services.registry.events import emit_member
 from services.registry.models import (
     OPEN_TRANSFER_STATUSES,
     Member,
+    MemberIdentity,
     MemberMerge,
     Transfer,
     audit_log,
@@ -111,15 +112,24 @@ async def merge_members(
         .values(**fill, version=col(Member.version) + 1, updated_at=func.now())
         .execution_options(synchronize_session=False)
     )
+    if moves_id_number:  # the number's lookup row now names the survivor
+        await session.execute(
+            update(MemberIdentity)
+            .where(col(MemberIdentity.id_number_hash) == duplicate.id_number_hash)
+            .values(member_id=survivor_id, shard_key=survivor.shard_key)
+            .execution_options(synchronize_session=False)
+        )
+    # The duplicate's transfers become the survivor's, on the survivor's key.
     await session.execute(
         update(Transfer)
         .where(col(Transfer.member_id) == duplicate_id)
-        .values(member_id=survivor_id)
+        .values(member_id=survivor_id, shard_key=survivor.shard_key)
         .execution_options(synchronize_session=False)
     )
     session.add(
         MemberMerge(
             id=uuid.uuid4(),
+            shard_key=survivor.shard_key,
             from_id=duplicate_id,
             into_id=survivor_id,
             reason=data.reason,

@@ -28,6 +28,7 @@ from services.registry.errors import (
 from services.registry.events import emit_member, emit_member_change
 from services.registry.models import Member, Relation, audit_log
 from services.registry.schemas.members import MemberCreate, MemberUpdate
+from services.registry.service import shard_keys
 from services.registry.service.member_card import (
     ID_NUMBER,
     ORG_REFS,
@@ -50,20 +51,9 @@ from services.registry.service.scope import (
     subtree_is_small,
 )
 
-ID_NUMBER_INDEX = "uq_members_id_number_hash"
+# One live record per ID number: the lookup table's key (`shard_keys.set_identity`).
+ID_NUMBER_INDEX = shard_keys.IDENTITY_KEY
 MAX_MERGE_HOPS = 8
-
-
-async def _holder_of(
-    session: AsyncSession, digest: bytes, *, other_than: uuid.UUID | None = None
-) -> uuid.UUID | None:
-    query = select(col(Member.id)).where(
-        col(Member.id_number_hash) == digest, col(Member.merged_into).is_(None)
-    )
-    if other_than is not None:
-        query = query.where(col(Member.id) != other_than)
-    holder: uuid.UUID | None = await session.scalar(query)
-    return holder
 
 
 def _already_registered(existing_id: uuid.UUID | None) -> PersonAlreadyRegistered:
@@ -214,18 +204,27 @@ async def create_member(
     raise_card_errors(errors, references)
     secrets = {**id_number_columns(crypto, data.id_number), **phone_columns(crypto, data.phone)}
     if secrets["id_number_hash"] is not None:
-        holder = await _holder_of(session, secrets["id_number_hash"])
+        holder = await shard_keys.identity_holder(session, secrets["id_number_hash"])
         if holder is not None:
             raise _already_registered(holder)
-    member = Member(id=uuid.uuid4(), **card, **secrets)
+    key = await shard_keys.member_key(
+        session, org_id=card["org_id"], residence_org_id=card["residence_org_id"]
+    )
+    member = Member(id=uuid.uuid4(), shard_key=key, **card, **secrets)
     try:
         async with session.begin_nested():
+            # The ID number's lookup row first: a number taken meanwhile stops here.
+            await shard_keys.set_identity(
+                session, old=None, new=secrets["id_number_hash"], member_id=member.id, key=key
+            )
             session.add(member)
             await session.flush()
     except IntegrityError as exc:
         if not _is_id_number_clash(exc):
             raise
-        raise _already_registered(await _holder_of(session, secrets["id_number_hash"])) from exc
+        raise _already_registered(
+            await shard_keys.identity_holder(session, secrets["id_number_hash"])
+        ) from exc
     await session.refresh(member)
     await audit.record(
         session,
@@ -308,15 +307,29 @@ async def update_member(
         if digest != member.id_number_hash:
             values |= id_columns
         if digest is not None and digest != member.id_number_hash:
-            holder = await _holder_of(session, digest, other_than=member.id)
+            holder = await shard_keys.identity_holder(session, digest, other_than=member.id)
             if holder is not None:
                 raise _already_registered(holder)
     if "phone" in given:
         values |= phone_columns(crypto, data.phone)
     if not values:
         return member
+    key = member.shard_key
+    if {"org_id", "residence_org_id"} & values.keys():
+        key = await shard_keys.member_key(
+            session, org_id=card["org_id"], residence_org_id=card["residence_org_id"]
+        )
+        values["shard_key"] = key
     try:
         async with session.begin_nested():
+            if "id_number_hash" in values:
+                await shard_keys.set_identity(
+                    session,
+                    old=member.id_number_hash,
+                    new=values["id_number_hash"],
+                    member_id=member.id,
+                    key=key,
+                )
             changed = await session.scalar(
                 update(Member)
                 .where(col(Member.id) == member.id, col(Member.version) == expected_version)
@@ -328,10 +341,14 @@ async def update_member(
         if not _is_id_number_clash(exc):
             raise
         raise _already_registered(
-            await _holder_of(session, values["id_number_hash"], other_than=member.id)
+            await shard_keys.identity_holder(
+                session, values["id_number_hash"], other_than=member.id
+            )
         ) from exc
     if changed is None:
         raise PreconditionFailed("The member has changed since you read it.")
+    if key != member.shard_key:  # another county: the member's rows follow
+        await shard_keys.rekey_member_rows(session, member_ids=[member.id], key=key)
     previous_status = member.status
     await session.refresh(member)
     await audit.record(

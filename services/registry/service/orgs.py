@@ -8,15 +8,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, literal, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from common import audit
 from common.auth import Principal, Role
 from common.errors import Forbidden, PreconditionFailed
 from common.pagination import decode_cursor, page_of
+from common.sharding import UPPER_AREA_LEVEL
 from services.registry.errors import OrgCodeTaken, OrgMoveNotAllowed, OrgNotFound
 from services.registry.events import emit_org
 from services.registry.models import Org, audit_log
 from services.registry.schemas.orgs import OrgCreate, OrgPublic, OrgUpdate
+from services.registry.service import shard_keys
 from services.registry.service.scope import org_ids_under, org_in_scope
 
 _SEQ = text("nextval(pg_get_serial_sequence('registry.orgs', 'seq'))")
@@ -70,12 +73,14 @@ async def create_org(session: AsyncSession, *, data: OrgCreate, principal: Princ
     if not principal.can_write:
         raise Forbidden("Your role may not create organizations.")
     parent = await _parent_for_write(session, parent_id=data.parent_id, principal=principal)
-    if await session.scalar(select(Org.id).where(Org.code == data.code)) is not None:
-        raise OrgCodeTaken(f"Code {data.code!r} is already used by another organization.")
+    if await shard_keys.code_holder(session, data.code) is not None:
+        raise _code_taken(data.code)
     seq = int(await session.scalar(select(_SEQ)))  # type: ignore[arg-type]
     path = f"{parent.path}.{seq}" if parent else str(seq)
+    org_id = uuid.uuid4()
     org = Org(
-        id=uuid.uuid4(),
+        id=org_id,
+        shard_key=shard_keys.org_key(org_id, parent),
         seq=seq,
         code=data.code,
         name=data.name,
@@ -84,17 +89,28 @@ async def create_org(session: AsyncSession, *, data: OrgCreate, principal: Princ
         parent_id=data.parent_id,
         path=path,
     )
-    session.add(org)
     try:
-        await session.flush()
+        async with session.begin_nested():
+            # The code's lookup row first: a code taken meanwhile stops here.
+            await shard_keys.set_code(
+                session, old=None, new=data.code, org_id=org.id, key=org.shard_key
+            )
+            session.add(org)
+            await session.flush()
     except IntegrityError as exc:
-        raise OrgCodeTaken(f"Code {data.code!r} is already used by another organization.") from exc
+        raise _code_taken(data.code) from exc
     await session.refresh(org)
+    if org.area_level == UPPER_AREA_LEVEL:
+        await shard_keys.sync_upper_org(session, org_id=org.id)
     await audit.record(
         session, audit_log, principal, action="org.create", resource="org", record_id=org.id
     )
     await emit_org(session, org, type="org.created")
     return org
+
+
+def _code_taken(code: str) -> OrgCodeTaken:
+    return OrgCodeTaken(f"Code {code!r} is already used by another organization.")
 
 
 async def list_orgs(
@@ -138,7 +154,8 @@ async def update_org(
     if org.version != expected_version:
         raise PreconditionFailed("The organization has changed since you read it.")
     changes = data.model_dump(exclude_unset=True)
-    old_path, old_parent_id = org.path, org.parent_id
+    old_path, old_parent_id, old_code = org.path, org.parent_id, org.code
+    was_upper = org.area_level == UPPER_AREA_LEVEL
     moved = "parent_id" in changes and changes["parent_id"] != org.parent_id
     if moved:
         await _move(session, org=org, new_parent_id=changes["parent_id"], principal=principal)
@@ -146,20 +163,32 @@ async def update_org(
     for name in ("code", "name", "kind", "area_level"):
         if changes.get(name) is not None:
             values[name] = str(changes[name])
-    if "code" in values and values["code"] != org.code:
-        taken = await session.scalar(select(Org.id).where(Org.code == values["code"]))
-        if taken is not None:
-            raise OrgCodeTaken(f"Code {values['code']!r} is already used by another organization.")
+    new_code = values.get("code", old_code)
+    if new_code != old_code and await shard_keys.code_holder(session, new_code) is not None:
+        raise _code_taken(new_code)
     if "parent_id" in changes:
         values["parent_id"] = changes["parent_id"]
-    result = await session.execute(
-        update(Org)
-        .where(Org.id == org.id, Org.version == expected_version)  # type: ignore[arg-type]
-        .values(**values, version=Org.version + 1, updated_at=func.now())
-        .returning(Org.id)
-    )
+    try:
+        async with session.begin_nested():
+            key = await session.scalar(select(col(Org.shard_key)).where(col(Org.id) == org.id))
+            assert key is not None
+            await shard_keys.set_code(session, old=old_code, new=new_code, org_id=org.id, key=key)
+            result = await session.execute(
+                update(Org)
+                .where(Org.id == org.id, Org.version == expected_version)  # type: ignore[arg-type]
+                .values(**values, version=Org.version + 1, updated_at=func.now())
+                .returning(Org.id)
+            )
+    except IntegrityError as exc:
+        raise _code_taken(new_code) from exc
     if result.scalar_one_or_none() is None:
         raise PreconditionFailed("The organization has changed since you read it.")
+    is_upper = values.get("area_level", org.area_level) == UPPER_AREA_LEVEL
+    rekeyed = await shard_keys.rekey_children_of(
+        session, org_id=org.id, was_upper=was_upper, is_upper=is_upper
+    )
+    if was_upper or is_upper:
+        await shard_keys.sync_upper_org(session, org_id=org.id)
     await audit.record(
         session, audit_log, principal, action="org.update", resource="org", record_id=org.id
     )
@@ -170,6 +199,18 @@ async def update_org(
         )
     else:
         await emit_org(session, org, type="org.updated")
+    if rekeyed:
+        # The children's keys changed with the org's level: their own `org.updated` (a new
+        # version) carries the new key, and the read models re-key their subtrees from it.
+        children = await session.scalars(
+            update(Org)
+            .where(col(Org.id).in_(rekeyed))
+            .values(version=Org.version + 1, updated_at=func.now())
+            .returning(Org)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+        for child in children.all():
+            await emit_org(session, child, type="org.updated")
     return org
 
 
@@ -183,7 +224,7 @@ async def _move(
     parent = await _parent_for_write(session, parent_id=new_parent_id, principal=principal)
     if parent is not None and (parent.path == org.path or parent.path.startswith(org.path + ".")):
         raise OrgMoveNotAllowed("An organization cannot move under itself or its own subtree.")
-    old_path = org.path
+    old_path, old_key = org.path, org.shard_key
     new_path = f"{parent.path}.{org.seq}" if parent else str(org.seq)
     depth = old_path.count(".") + 1
     path_col = Org.path
@@ -198,3 +239,8 @@ async def _move(
         )
         .execution_options(synchronize_session=False)
     )
+    # Another county (or the upper tree): the subtree's rows that shared the org's key, and
+    # their members' rows, take the new one; the upper orgs in it follow the new paths.
+    new_key = shard_keys.org_key(org.id, parent)
+    await shard_keys.rekey_subtree(session, path=new_path, old=old_key, new=new_key)
+    await shard_keys.sync_upper_paths(session, path=new_path)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -18,6 +18,7 @@ from common.auth import Principal, Role
 from common.bulk import insert_rows
 from common.context import client_addr_var, request_id_var
 from common.errors import Forbidden
+from common.sharding import member_shard_key
 from services.registry import idnumber
 from services.registry.dependencies import FieldCrypto
 from services.registry.events import emit_members_registered
@@ -31,6 +32,7 @@ from services.registry.models import (
     audit_log,
 )
 from services.registry.schemas.persons import PersonIn, PersonResult, ResolveRequest
+from services.registry.service import shard_keys
 from services.registry.service.member_card import (
     ID_NUMBER,
     id_number_columns,
@@ -66,16 +68,10 @@ def _check(person: PersonIn, crypto: FieldCrypto) -> _Row | str:
 
 
 async def _holders(session: AsyncSession, digests: list[bytes]) -> dict[bytes, uuid.UUID]:
+    """The live record holding each number, from the numbers' lookup table."""
     found: dict[bytes, uuid.UUID] = {}
     for start in range(0, len(digests), CHUNK):
-        part = digests[start : start + CHUNK]
-        rows = await session.execute(
-            select(col(Member.id_number_hash), col(Member.id)).where(
-                col(Member.id_number_hash) == func.any(part),
-                col(Member.merged_into).is_(None),
-            )
-        )
-        found.update({bytes(r[0]): r[1] for r in rows})
+        found.update(await shard_keys.identity_holders(session, digests[start : start + CHUNK]))
     return found
 
 
@@ -98,12 +94,14 @@ async def resolve_persons(
     codes = {
         r.person.residence_community_code for _, r in rows if r.person.residence_community_code
     }
-    orgs: dict[str, tuple[uuid.UUID, str]] = {}
+    orgs: dict[str, tuple[uuid.UUID, str, uuid.UUID]] = {}
     if codes:
         found = await session.execute(
-            select(col(Org.code), col(Org.id), col(Org.path)).where(col(Org.code).in_(codes))
+            select(col(Org.code), col(Org.id), col(Org.path), col(Org.shard_key)).where(
+                col(Org.code).in_(codes)
+            )
         )
-        orgs = {r.code: (r.id, str(r.path)) for r in found}
+        orgs = {r.code: (r.id, str(r.path), r.shard_key) for r in found}
     new: dict[bytes, dict[str, Any]] = {}
     waiting: list[tuple[PersonResult, _Row]] = []
     for result, row in rows:
@@ -119,7 +117,9 @@ async def resolve_persons(
             result.error = "residence_community_code: no such community"
             continue
         if row.digest not in new:
-            new[row.digest] = _card(row, residence_org_id=residence[0], crypto=crypto)
+            new[row.digest] = _card(
+                row, residence_org_id=residence[0], shard_key=residence[2], crypto=crypto
+            )
             result.created = True
         waiting.append((result, row))
     created = await _insert(session, list(new.values()))
@@ -137,15 +137,19 @@ async def resolve_persons(
         if digest in created
     ]
     await _audit(session, principal, [m.id for m in members])
-    paths = dict(orgs.values())
+    paths = {org_id: path for org_id, path, _ in orgs.values()}
     await emit_members_registered(session, cast(list[Member], members), paths=paths)
     return results
 
 
-def _card(row: _Row, *, residence_org_id: uuid.UUID, crypto: FieldCrypto) -> dict[str, Any]:
+def _card(
+    row: _Row, *, residence_org_id: uuid.UUID, shard_key: uuid.UUID, crypto: FieldCrypto
+) -> dict[str, Any]:
     person = row.person
     return {
         "id": uuid.uuid4(),
+        # A resident without a relation org: the residence community's key.
+        "shard_key": member_shard_key(None, shard_key),
         "name": person.name.strip(),
         "gender": row.number.gender,
         "birth_date": row.number.birth_date,
@@ -165,15 +169,18 @@ def _card(row: _Row, *, residence_org_id: uuid.UUID, crypto: FieldCrypto) -> dic
 
 
 async def _insert(session: AsyncSession, cards: list[dict[str, Any]]) -> dict[bytes, uuid.UUID]:
-    """One set-based INSERT (`common.bulk`); a person another transaction registered
-    meanwhile is skipped."""
+    """Set-based INSERTs (`common.bulk`): the numbers' lookup rows first, then the records
+    whose number was claimed; a person another transaction registered meanwhile is
+    skipped."""
     if not cards:
         return {}
+    claimed = await shard_keys.claim_identities(
+        session, [(c["id_number_hash"], c["id"], c["shard_key"]) for c in cards]
+    )
     rows = await insert_rows(
         session,
         cast(Table, Member.__table__),
-        cards,
-        on_conflict="ON CONFLICT (id_number_hash) WHERE merged_into IS NULL DO NOTHING",
+        [c for c in cards if c["id_number_hash"] in claimed],
         returning="id, id_number_hash",
     )
     return {bytes(r.id_number_hash): r.id for r in rows}

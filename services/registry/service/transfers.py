@@ -85,6 +85,7 @@ from services.registry.schemas.transfers import (
     TransferQueueItem,
     TransferReject,
 )
+from services.registry.service import shard_keys
 from services.registry.service.orgs import get_org
 from services.registry.service.scope import (
     ORG_SCOPED,
@@ -544,6 +545,7 @@ async def _outgoing(
     await _refuse_open_transfer(session, member_id=member.id)
     external = data.to_external
     return {
+        "shard_key": member.shard_key,
         "status": TransferStatus.requested.value,
         "from_org_id": member.org_id,
         "to_org_id": data.to_org_id,
@@ -576,6 +578,7 @@ async def _incoming(
         )
     await _refuse_open_transfer(session, member_id=member.id)
     return {
+        "shard_key": member.shard_key,
         "status": TransferStatus.issued.value,
         "from_external_name": data.from_external.name,
         "from_external_code": data.from_external.code,
@@ -781,8 +784,11 @@ async def receive_transfer(
         .values(**changes, version=Member.version + 1, updated_at=func.now())
         .execution_options(synchronize_session=False)
     )
+    # Received in another county: the member and their rows (this transfer too) take its key.
+    await shard_keys.rekey_member(session, member_id=member.id)
     await _audit(session, principal, transfer, "transfer.receive")
     await session.refresh(member)
+    await session.refresh(transfer)
     await emit_member_change(session, member, previous_status=previous_status)
     await emit_transfer(session, transfer, type="transfer.completed")
     return transfer
