@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -81,6 +82,7 @@ def redis_url() -> Iterator[str]:
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
