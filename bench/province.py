@@ -220,7 +220,8 @@ async def generate(
         keys: dict[uuid.UUID, uuid.UUID] = {}  # common/sharding.py's rule; parents come first
         for o in orgs:
             parent_key = keys[o.parent.id] if o.parent else None
-            keys[o.id] = child_shard_key(o.id, parent_key, o.parent and o.parent.area_level)
+            parent_level = o.parent.area_level if o.parent else None
+            keys[o.id] = child_shard_key(o.id, parent_key, parent_level)
         await _copy(
             conn,
             "registry.orgs",
