@@ -131,13 +131,20 @@ def projected_members_table(
 class RegistryProjection:
     """`apply` is a consumer's apply function for the registry's events."""
 
-    def __init__(self, *, orgs: Table, members: Table) -> None:
+    def __init__(self, *, orgs: Table, members: Table | None) -> None:
+        """`members=None`: a model of the org tree alone (the gateway's, for webhooks),
+        which is given org events only."""
         self.orgs = orgs
-        self.members = members
+        self._members = members
+
+    @property
+    def members(self) -> Table:
+        assert self._members is not None, "this model keeps no members"
+        return self._members
 
     @property
     def tables(self) -> tuple[Table, ...]:
-        return (self.members, self.orgs)
+        return (self.orgs,) if self._members is None else (self._members, self.orgs)
 
     async def apply(self, session: AsyncSession, event: Event) -> None:
         if event.type in ORG_EVENTS:
@@ -226,13 +233,16 @@ class RegistryProjection:
         """The subtree at `path` moved to another county: its orgs that carried the old key,
         and the members whose relation org (or, without one, residence org) is in it, take
         the new one. A service re-keys its own rows from these (see common/sharding.py)."""
-        orgs, members = self.orgs, self.members
+        orgs = self.orgs
         under = literal(path, LTree())
         await session.execute(
             update(orgs)
             .where(orgs.c.path.op("<@")(under), orgs.c.shard_key == old)
             .values(shard_key=new)
         )
+        if self._members is None:
+            return
+        members = self._members
         await session.execute(
             update(members)
             .where(
@@ -248,7 +258,7 @@ class RegistryProjection:
     async def _repath(self, session: AsyncSession, *, old: str, new: str) -> None:
         """Every path at or under `old` now hangs under `new` (orgs below and members)."""
         depth = old.count(".") + 1
-        orgs, members = self.orgs, self.members
+        orgs = self.orgs
         await session.execute(
             update(orgs)
             .where(
@@ -256,6 +266,9 @@ class RegistryProjection:
             )
             .values(path=literal(new, LTree()).op("||")(func.subpath(orgs.c.path, depth)))
         )
+        if self._members is None:
+            return
+        members = self._members
         for column in (members.c.org_path, members.c.residence_path):
             await session.execute(
                 update(members)

@@ -53,40 +53,11 @@ class OrgPaths(RegistryProjection):
     registry projection (no member rows: webhooks scope by org)."""
 
     def __init__(self, table: Table) -> None:
-        super().__init__(orgs=table, members=table)
-
-    @property
-    def tables(self) -> tuple[Table, ...]:
-        return (self.orgs,)
+        super().__init__(orgs=table, members=None)
 
     async def apply(self, session: AsyncSession, event: Event) -> None:
         if event.source == "registry" and event.type in ORG_EVENTS:
             await super().apply(session, event)
-
-    async def _repath(self, session: AsyncSession, *, old: str, new: str) -> None:
-        depth = old.count(".") + 1
-        await session.execute(
-            text(
-                "UPDATE gateway.orgs "
-                "SET path = CAST(CAST(:new AS text) AS ltree) || subpath(path, :depth) "
-                "WHERE path <@ CAST(CAST(:old AS text) AS ltree) "
-                "AND path <> CAST(CAST(:old AS text) AS ltree)"
-            ),
-            {"new": new, "old": old, "depth": depth},
-        )
-
-    async def _rekey(
-        self, session: AsyncSession, *, path: str, old: uuid.UUID, new: uuid.UUID
-    ) -> None:
-        """The subtree moved to another county: its orgs that carried the old key take the new
-        one (there are no member rows here)."""
-        await session.execute(
-            text(
-                "UPDATE gateway.orgs SET shard_key = :new "
-                "WHERE path <@ CAST(CAST(:path AS text) AS ltree) AND shard_key = :old"
-            ),
-            {"new": new, "old": old, "path": path},
-        )
 
 
 org_paths = OrgPaths(orgs)
