@@ -188,16 +188,58 @@ def route_label(scope: Scope, services: Collection[str] = ()) -> str:
     return str(template)
 
 
+class RequestRecorder:
+    """Counts, times and logs one HTTP request once it has its answer."""
+
+    def __init__(self, metrics: Metrics, services: Collection[str] = ()) -> None:
+        self.metrics = metrics
+        self.services = frozenset(services)
+        # The labelled children per (method, route, status): `labels()` is a lookup under
+        # a lock and shows in a proxied request's CPU.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(
+        self, method: str, route: str, status: int, elapsed: float, *, failed: bool, path: str
+    ) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            children = (
+                m.requests.labels(method=method, route=route, status=str(status)),
+                m.latency.labels(method=method, route=route),
+            )
+            if len(self._children) < MAX_CACHED_SERIES:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        if failed or status >= 500:
+            self.metrics.errors.labels(method=method, route=route).inc()
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "route": route,
+                        "path": path,  # never the query string
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    }
+                },
+            )
+
+
 class MetricsMiddleware:
     """Counts, times and logs every HTTP request (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, services: Collection[str] = ()) -> None:
         self.app = app
         self.metrics = metrics
-        self.services = frozenset(services)
-        # The labelled children per (method, route, status): `labels()` is a lookup under
-        # a lock and shows in a proxied request's CPU.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.recorder = RequestRecorder(metrics, services)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNCOUNTED:
@@ -221,39 +263,14 @@ class MetricsMiddleware:
             raise
         finally:
             self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - start
-            method = scope["method"]
-            route = route_label(scope, self.services)
-            key = (method, route, status)
-            children = self._children.get(key)
-            if children is None:
-                m = self.metrics
-                children = (
-                    m.requests.labels(method=method, route=route, status=str(status)),
-                    m.latency.labels(method=method, route=route),
-                )
-                if len(self._children) < MAX_CACHED_SERIES:
-                    self._children[key] = children
-            children[0].inc()
-            children[1].observe(elapsed)
-            if failed or status >= 500:
-                self.metrics.errors.labels(method=method, route=route).inc()
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    method,
-                    route,
-                    status,
-                    extra={
-                        "fields": {
-                            "method": method,
-                            "route": route,
-                            "path": scope["path"],  # never the query string
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 2),
-                        }
-                    },
-                )
+            self.recorder.record(
+                scope["method"],
+                route_label(scope, self.recorder.services),
+                status,
+                time.perf_counter() - start,
+                failed=failed,
+                path=scope["path"],
+            )
 
 
 def install_metrics(

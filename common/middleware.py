@@ -16,6 +16,12 @@ from common.context import client_addr_var, request_id_var
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def request_id_from(value: bytes | None) -> str:
+    """The client's `X-Request-ID` when it is safe to echo and log, else a new one."""
+    raw = (value or b"").decode("latin-1")
+    return raw if _SAFE_ID.match(raw) else uuid.uuid4().hex
+
+
 class RequestContextMiddleware:
     """Takes `X-Request-ID` (or makes one), exposes it to logs and errors, and echoes it."""
 
@@ -30,8 +36,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        raw = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = raw if _SAFE_ID.match(raw) else uuid.uuid4().hex
+        rid = request_id_from(headers.get(b"x-request-id"))
         forwarded = ""
         if self.trust_forwarded:
             raw_fwd = headers.get(b"x-forwarded-for", b"").decode("latin-1")

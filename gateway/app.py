@@ -13,12 +13,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
-from common.metrics import install_metrics
+from common.metrics import RequestRecorder, install_metrics, route_label
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from common.tracing import (
     TracingMiddleware,
@@ -32,7 +32,8 @@ from gateway.auth.credentials import authorize_upstream
 from gateway.auth.setup import bootstrap as bootstrap_auth
 from gateway.auth.setup import install_auth
 from gateway.dashboard.routes import router as dashboard_router
-from gateway.middleware import SecurityHeadersMiddleware
+from gateway.lane import ProxyLane
+from gateway.middleware import EdgeHeaders, SecurityHeadersMiddleware
 from gateway.openapi import ServiceDocs
 from gateway.proxy import PROXIED_METHODS, Proxy, make_client
 from gateway.ratelimit import make_limiter
@@ -114,7 +115,7 @@ def create_app(
                 if tracing is not None:
                     tracing.shutdown()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Lianxin",
         version="1.0.0",
         lifespan=lifespan,
@@ -162,7 +163,7 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=settings.hsts_max_age_s)
     # `/metrics` (the gateway's own; the services' stay on the internal network) and the
     # access log, inside the request id.
-    install_metrics(app, "gateway", services=settings.upstreams(), schema="gateway")
+    metrics = install_metrics(app, "gateway", services=settings.upstreams(), schema="gateway")
     app.state.tracing = tracing
     if tracing is not None:  # a span around the metrics, inside the request id
         app.add_middleware(TracingMiddleware, tracer=tracing.tracer, services=settings.upstreams())
@@ -171,14 +172,23 @@ def create_app(
     # Each service's own prefix first (none of the gateway's routes lives under one): a
     # proxied request then matches at once instead of after every gateway route, and as a
     # plain Starlette route it skips FastAPI's parameter solving (it has none to solve).
+    labels: dict[str, str] = {}
     for name in settings.upstreams():
-        app.router.routes.append(
-            _ProxyRoute(
-                f"/api/v1/{name}/{{path:path}}",
-                _forward_to(name),
-                methods=list(PROXIED_METHODS),
-                include_in_schema=False,
-            )
+        route = _ProxyRoute(
+            f"/api/v1/{name}/{{path:path}}",
+            _forward_to(name),
+            methods=list(PROXIED_METHODS),
+            include_in_schema=False,
+        )
+        app.router.routes.append(route)
+        labels[name] = route_label({"route": route, "path": route.path})
+    if tracing is None:  # a traced request takes the stack, whose middleware makes its span
+        app.lane = ProxyLane(
+            app,
+            labels,
+            recorder=RequestRecorder(metrics, settings.upstreams()),
+            edge=EdgeHeaders(hsts_max_age_s=settings.hsts_max_age_s),
+            cors=bool(settings.cors_origins),
         )
     app.include_router(health.router)
     app.include_router(openapi.router)
@@ -201,6 +211,23 @@ def create_app(
         return await proxy.forward(request, service, path)
 
     return app
+
+
+class GatewayApp(FastAPI):
+    """The gateway's app: a proxied request without a body takes the lane (`gateway.lane`)
+    once the proxy is up; every other request, the whole stack."""
+
+    lane: ProxyLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.lane
+        if lane is not None and scope["type"] == "http" and hasattr(self.state, "proxy"):
+            target = lane.takes(scope)
+            if target is not None:
+                scope["app"] = self
+                await lane(scope, receive, send, target)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class _ProxyRoute(Route):

@@ -8,14 +8,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 STRICT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
-class SecurityHeadersMiddleware:
+class EdgeHeaders:
     """`nosniff`, `no-referrer`, `DENY`, a strict CSP (a response that brings its own, like
     `/docs`, keeps it), HSTS when configured, and `Cache-Control: no-store` on API
     responses unless the service chose a policy itself."""
 
-    def __init__(self, app: ASGIApp, *, hsts_max_age_s: int = 0, api_prefix: str = "/api/") -> None:
-        self.app = app
-        self.api_prefix = api_prefix
+    def __init__(self, *, hsts_max_age_s: int = 0) -> None:
         self.always: list[tuple[bytes, bytes]] = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
@@ -26,6 +24,30 @@ class SecurityHeadersMiddleware:
             self.always.append((b"strict-transport-security", hsts.encode()))
         self._names = {name for name, _ in self.always}
 
+    def apply(self, headers: list[tuple[bytes, bytes]], *, api: bool) -> list[tuple[bytes, bytes]]:
+        """A response's headers with the edge's added (and any the response set of the
+        edge's own names replaced)."""
+        out = [(k, v) for k, v in headers if k.lower() not in self._names]
+        present = {k.lower() for k, _ in out}
+        out.extend(self.always)
+        if b"content-security-policy" not in present:
+            out.append((b"content-security-policy", STRICT_CSP_B))
+        if api and b"cache-control" not in present:
+            out.append((b"cache-control", b"no-store"))
+        return out
+
+
+STRICT_CSP_B = STRICT_CSP.encode()
+
+
+class SecurityHeadersMiddleware:
+    """The edge's headers (`EdgeHeaders`) on every response."""
+
+    def __init__(self, app: ASGIApp, *, hsts_max_age_s: int = 0, api_prefix: str = "/api/") -> None:
+        self.app = app
+        self.api_prefix = api_prefix
+        self.edge = EdgeHeaders(hsts_max_age_s=hsts_max_age_s)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -34,16 +56,7 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() not in self._names
-                ]
-                present = {k.lower() for k, _ in headers}
-                headers.extend(self.always)
-                if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", STRICT_CSP.encode()))
-                if api and b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                message["headers"] = self.edge.apply(message.get("headers", []), api=api)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

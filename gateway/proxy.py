@@ -13,10 +13,12 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import anyio
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport as _BaseAiohttpTransport
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -101,9 +103,16 @@ class Upstream:
     timeout: httpx.Timeout
     breaker: CircuitBreaker
 
-    @property
-    def timeout_extension(self) -> dict[str, float | None]:
-        return self.timeout.as_dict()
+    def __post_init__(self) -> None:
+        self.timeout_extension: dict[str, float | None] = self.timeout.as_dict()
+        # What a request's own path and query follow (`upstream_url` keeps no base path).
+        self.origin = f"{self.base_url.scheme}://{self.base_url.netloc.decode('ascii')}"
+        # As httpx-aiohttp maps httpx's timeouts: connect per socket, the pool wait overall.
+        self.aiohttp_timeout = aiohttp.ClientTimeout(
+            sock_connect=self.timeout.connect,
+            sock_read=self.timeout.read,
+            connect=self.timeout.pool,
+        )
 
 
 class _Body:
@@ -130,11 +139,12 @@ class _Body:
 def _upstream_target(request: Request, service: str) -> bytes:
     """The path and query as the client sent them (still percent-encoded), refused when
     dot segments could make it leave the service's prefix."""
-    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
-    segments = request.url.path.split("/")
+    path: str = request.scope["path"]
+    raw_path: bytes = request.scope.get("raw_path") or path.encode()
+    segments = path.split("/")
     if ".." in segments or "." in segments:
         raise NotFound("No such path.")
-    if not request.url.path.startswith(f"/api/v1/{service}/"):
+    if not path.startswith(f"/api/v1/{service}/"):
         raise NotFound("No such path.")
     query: bytes = request.scope.get("query_string") or b""
     return raw_path + (b"?" + query if query else b"")
@@ -184,7 +194,13 @@ class Proxy:
         # Requests go straight to the client's transport: `client.send` would add the
         # client's cookie jar (one for every caller: a service's `Set-Cookie` would be
         # replayed to it for the next caller) and per-request work a proxy has no use for.
-        self._transport: httpx.AsyncBaseTransport = client._transport
+        # Over aiohttp, straight to its session: no httpx request or response is built.
+        transport = client._transport
+        self.sender: Sender = (
+            AiohttpSender(transport)
+            if isinstance(transport, AiohttpTransport)
+            else HttpxSender(transport)
+        )
         self.authorize = authorize
         self.retries = max(0, retries)
 
@@ -222,22 +238,14 @@ class Proxy:
             raise NotFound(f"There is no service {service!r}.")
         await self._authorize(request)
         headers = self._request_headers(request)
-        url = upstream_url(upstream.base_url, _upstream_target(request, service))
+        target = _upstream_target(request, service)
         body = _Body(request) if _has_body(request) else None
         method = request.method
         attempts = 1 + (self.retries if method in IDEMPOTENT else 0)
         for attempt in range(attempts):
             probe = upstream.breaker.acquire()  # raises CircuitOpen: 503, no connect attempt
             try:
-                response = await self._transport.handle_async_request(
-                    httpx.Request(
-                        method,
-                        url,
-                        headers=headers,
-                        content=body,
-                        extensions={"timeout": upstream.timeout_extension},
-                    )
-                )
+                reply = await self.sender.send(method, upstream, target, headers, body)
             except httpx.TransportError as exc:
                 if body is not None and body.error is not None:
                     upstream.breaker.release(probe)
@@ -273,7 +281,7 @@ class Proxy:
                 raise
             else:
                 upstream.breaker.success()
-                return await self._response(response, service)
+                return await self._response(reply, service)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _authorize(self, request: Request) -> None:
@@ -299,7 +307,7 @@ class Proxy:
         if client is not None:
             # The gateway is the edge: what a client says about its own address is ignored.
             out.append((b"x-forwarded-for", client.host.encode("latin-1")))
-        out.append((b"x-forwarded-proto", request.url.scheme.encode("latin-1")))
+        out.append((b"x-forwarded-proto", request.scope["scheme"].encode("latin-1")))
         host = request.headers.get("host")
         if host:
             out.append((b"x-forwarded-host", host.encode("latin-1")))
@@ -318,26 +326,28 @@ class Proxy:
         return error
 
     @staticmethod
-    async def _response(upstream: httpx.Response, service: str) -> Response:
+    async def _response(reply: Reply, service: str) -> Response:
         """The service's answer, relayed: a small body of known length read whole and
         sent as one (no relay task per request), anything else streamed as it arrives."""
-        raw = upstream.headers.raw
+        raw = reply.raw_headers
         drop = _RESPONSE_DROP_B | _connection_tokens(raw) if _lists_connection(raw) else None
         headers = [(k.lower(), v) for k, v in raw if k.lower() not in (drop or _RESPONSE_DROP_B)]
-        length = upstream.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= BUFFER_MAX_BYTES:
+        length = reply.content_length
+        if length is not None and length <= BUFFER_MAX_BYTES:
             try:
-                content = b"".join([chunk async for chunk in upstream.aiter_raw()])
-            except httpx.TransportError as exc:
-                raise UpstreamUnavailable(f"The {service} service failed to answer.") from exc
-            finally:
+                content = await reply.read()
+            except BaseException as exc:
                 with anyio.CancelScope(shield=True):
-                    await upstream.aclose()
-            whole = Response(status_code=upstream.status_code)
+                    await reply.aclose()
+                if isinstance(exc, httpx.TransportError):
+                    raise UpstreamUnavailable(f"The {service} service failed to answer.") from exc
+                raise
+            await reply.aclose()  # read to the end: back to the pool, nothing to wait for
+            whole = Response(status_code=reply.status)
             whole.body = content
             whole.raw_headers = headers
             return whole
-        response = _UpstreamResponse(upstream)
+        response = _UpstreamResponse(reply)
         response.raw_headers = headers
         return response
 
@@ -346,8 +356,8 @@ class _UpstreamResponse(StreamingResponse):
     """The service's response, relayed as it arrives. The upstream response goes back to
     the pool however the relay ends, the client going away included."""
 
-    def __init__(self, upstream: httpx.Response) -> None:
-        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code)
+    def __init__(self, upstream: Reply) -> None:
+        super().__init__(upstream.chunks(), status_code=upstream.status)
         self.upstream = upstream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -360,6 +370,148 @@ class _UpstreamResponse(StreamingResponse):
 
 class _ClientClosed(AppError):
     status, title, slug = 400, "Bad request", "client-closed-request"
+
+
+# --- how a request reaches the service ---------------------------------------------------
+
+
+class Reply(Protocol):
+    """A service's answer as the proxy relays it. Errors reading it are httpx's."""
+
+    status: int
+    raw_headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Sender(Protocol):
+    async def send(
+        self,
+        method: str,
+        upstream: Upstream,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: _Body | None,
+    ) -> Reply:
+        """The service's answer to a request for `target` (path and query); a failure to
+        reach it or to hear from it is an `httpx.TransportError` that says which."""
+        ...
+
+
+def _length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+class _HttpxReply:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.raw_headers = response.headers.raw
+        self.content_length = _length(response.headers.get("content-length"))
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self.response.aiter_raw()
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.response.aiter_raw()])
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class HttpxSender:
+    """Any httpx transport: httpx's own pool, or what tests put in place of the network."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def send(
+        self,
+        method: str,
+        upstream: Upstream,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: _Body | None,
+    ) -> Reply:
+        request = httpx.Request(
+            method,
+            upstream_url(upstream.base_url, target),
+            headers=headers,
+            content=body,
+            extensions={"timeout": upstream.timeout_extension},
+        )
+        return _HttpxReply(await self.transport.handle_async_request(request))
+
+
+# aiohttp adds these unless told not to; the service sees what the caller sent.
+_NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+
+
+class _AiohttpReply:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.status = response.status
+        self.raw_headers = list(response.raw_headers)
+        self.content_length = response.content_length
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.content.iter_any():
+                yield chunk
+        except aiohttp.ClientError as exc:
+            raise _transport_error(exc) from exc
+
+    async def read(self) -> bytes:
+        try:
+            return await self.response.read()
+        except aiohttp.ClientError as exc:
+            raise _transport_error(exc) from exc
+
+    async def aclose(self) -> None:
+        # Back to the pool when it was read to the end; a half-read one is closed.
+        self.response.release()
+        await self.response.wait_for_close()
+
+
+class AiohttpSender:
+    """aiohttp's session, called directly: no httpx request or response built per call
+    (that wrapping was a fifth of the gateway's CPU per proxied request)."""
+
+    def __init__(self, transport: AiohttpTransport) -> None:
+        self.transport = transport
+
+    async def send(
+        self,
+        method: str,
+        upstream: Upstream,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: _Body | None,
+    ) -> Reply:
+        if _PLAIN_TARGET.fullmatch(target) and target.startswith(b"/"):
+            url = yarl.URL(upstream.origin + target.decode("ascii"), encoded=True)
+        else:
+            url = yarl.URL(str(upstream_url(upstream.base_url, target)), encoded=True)
+        try:
+            response = await self.transport.session().request(
+                method,
+                url,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                data=body,
+                skip_auto_headers=_NO_AUTO_HEADERS,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=upstream.aiohttp_timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_error(exc) from exc
+        return _AiohttpReply(response)
 
 
 # --- the upstream client ---------------------------------------------------------------
@@ -399,6 +551,12 @@ class AiohttpTransport(_BaseAiohttpTransport):
     table maps a refused connection to `ConnectTimeout` and a dropped one to `ConnectTimeout`
     too, which would count slow services as dead ones and dead ones as slow."""
 
+    def session(self) -> aiohttp.ClientSession:
+        """The transport's aiohttp session (made on first use, in the running loop)."""
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        return self.client
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return await super().handle_async_request(request)
@@ -406,17 +564,26 @@ class AiohttpTransport(_BaseAiohttpTransport):
             raise _remap(exc) from exc.__cause__
 
 
+def _transport_error(exc: BaseException) -> httpx.TransportError:
+    """An aiohttp failure as the httpx error that says what happened."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, _RequestBodyFailed) or isinstance(exc.__cause__, _RequestBodyFailed):
+        return httpx.WriteError(message)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message)
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        return httpx.ReadTimeout(message)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.ReadError(message)
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return httpx.RemoteProtocolError(message)
+    return httpx.TransportError(message)
+
+
 def _remap(exc: httpx.TransportError) -> httpx.TransportError:
     cause = exc.__cause__
-    message = str(exc)
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message)
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(message)
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message)
-    if isinstance(cause, aiohttp.ClientConnectionError):
-        return httpx.RemoteProtocolError(message)
-    if isinstance(cause, _RequestBodyFailed):
-        return httpx.WriteError(message)
+    if isinstance(cause, aiohttp.ClientError | _RequestBodyFailed):
+        return _transport_error(cause)
     return exc

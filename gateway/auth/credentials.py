@@ -36,7 +36,7 @@ async def authorize_upstream(request: Request) -> None:
     - Both at once: 400. Neither: forwarded as is; the service answers 401 itself.
 
     On success the caller is on `request.state.principal` (rate limits key on it)."""
-    path = request.url.path
+    path: str = request.scope["path"]
     segments = [s for s in path.split("/") if s]
     if len(segments) >= 4 and segments[3].lower() in INTERNAL_SEGMENTS:
         raise NotFound("No such path.")

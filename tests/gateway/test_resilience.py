@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.errors import ServiceUnavailable
 from gateway.app import create_app
 from gateway.breaker import CircuitBreaker, CircuitOpen, CircuitState
-from gateway.proxy import Proxy, make_transport
+from gateway.proxy import AiohttpSender, HttpxSender, Proxy, Reply, Sender, Upstream
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import FakeClock
 from tests.gateway.live import fake_service, poll, registry_service
@@ -56,15 +57,18 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
-@pytest.fixture
+@pytest.fixture(params=["aiohttp", "httpx"])
 def gateway_settings(
+    request: pytest.FixtureRequest,
     gateway_settings: GatewaySettings,
     registry: UvicornProcess,
     fake: UvicornProcess,
     dead_url: str,
 ) -> GatewaySettings:
+    """Each test runs with both upstream clients, each over loopback sockets."""
     return gateway_settings.model_copy(
         update={
+            "upstream_transport": request.param,
             "registry_url": registry.url,
             "mobility_url": fake.url,
             "activities_url": dead_url,
@@ -77,24 +81,29 @@ def gateway_settings(
     )
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
-    """The real transport, counting the attempts that reach the network."""
+class CountingSender:
+    """The proxy's real upstream client, counting the attempts that reach the network."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
+        self.inner: Sender | None = None
         self.attempts: list[tuple[str, str]] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.attempts.append((request.method, request.url.path))
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    async def send(
+        self,
+        method: str,
+        upstream: Upstream,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: Any,
+    ) -> Reply:
+        assert self.inner is not None
+        self.attempts.append((method, target.decode().partition("?")[0]))
+        return await self.inner.send(method, upstream, target, headers, body)
 
 
 @pytest.fixture
-def transport(gateway_settings: GatewaySettings) -> CountingTransport:
-    return CountingTransport(make_transport(gateway_settings))
+def transport() -> CountingSender:
+    return CountingSender()
 
 
 @pytest.fixture
@@ -102,11 +111,18 @@ async def gateway_app(
     gateway_settings: GatewaySettings,
     db: async_sessionmaker[AsyncSession],
     clock: FakeClock,
-    transport: CountingTransport,
+    transport: CountingSender,
 ) -> AsyncIterator[FastAPI]:
-    """The gateway with its real upstream transport (aiohttp), over loopback sockets."""
-    app = create_app(gateway_settings, sessionmaker=db, clock=clock, transport=transport)
+    """The gateway with its real upstream client (aiohttp's session called directly, or
+    httpx's own pool), over loopback sockets."""
+    app = create_app(gateway_settings, sessionmaker=db, clock=clock)
     async with app.router.lifespan_context(app):
+        proxy: Proxy = app.state.proxy
+        assert isinstance(
+            proxy.sender,
+            AiohttpSender if gateway_settings.upstream_transport == "aiohttp" else HttpxSender,
+        )
+        transport.inner, proxy.sender = proxy.sender, transport
         yield app
 
 
@@ -165,7 +181,7 @@ class TestServiceDown:
         self,
         gateway_app: FastAPI,
         admin: httpx.AsyncClient,
-        transport: CountingTransport,
+        transport: CountingSender,
     ) -> None:
         breaker = breaker_of(gateway_app, "activities")
         while breaker.state is not CircuitState.open:
@@ -203,7 +219,7 @@ class TestTimeouts:
 class TestRetries:
     @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
     async def test_idempotent_requests_retry_refused_connections(
-        self, anon: httpx.AsyncClient, transport: CountingTransport, method: str
+        self, anon: httpx.AsyncClient, transport: CountingSender, method: str
     ) -> None:
         r = await anon.request(method, "/api/v1/activities/activities/1")
         assert r.status_code == 503
@@ -211,7 +227,7 @@ class TestRetries:
 
     @pytest.mark.parametrize("method", ["POST", "PATCH"])
     async def test_post_and_patch_are_sent_once(
-        self, anon: httpx.AsyncClient, transport: CountingTransport, method: str
+        self, anon: httpx.AsyncClient, transport: CountingSender, method: str
     ) -> None:
         r = await anon.request(method, "/api/v1/activities/activities", json={"title": "t"})
         assert r.status_code == 503
