@@ -4,8 +4,8 @@ announcement of deprecated routes."""
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
@@ -18,8 +18,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def request_id_from(value: bytes | None) -> str:
     """The client's `X-Request-ID` when it is safe to echo and log, else a new one."""
-    raw = (value or b"").decode("latin-1")
-    return raw if _SAFE_ID.match(raw) else uuid.uuid4().hex
+    if value:
+        raw = value.decode("latin-1")
+        if _SAFE_ID.match(raw):
+            return raw
+    return os.urandom(16).hex()
 
 
 class RequestContextMiddleware:

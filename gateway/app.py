@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from common.app import serving, settle_heap
 from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
@@ -104,9 +105,11 @@ def create_app(
                 resolver=webhook_resolver,
                 clock=clock,
             )
+            settle_heap(app)
             try:
                 yield
             finally:
+                await app.state.proxy.aclose()
                 await hooks.stop()
                 if limiter is not None:
                     await limiter.aclose()
@@ -251,7 +254,7 @@ def _forward_to(service: str) -> Callable[[Request], Awaitable[Response]]:
 
 @functools.cache
 def _default_app() -> FastAPI:
-    return create_app()
+    return serving(create_app())
 
 
 def __getattr__(name: str) -> FastAPI:

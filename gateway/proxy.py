@@ -30,6 +30,7 @@ from common.tracing import trace_headers
 from gateway.breaker import CircuitBreaker
 from gateway.ratelimit import enforce as enforce_rate_limit
 from gateway.settings import GatewaySettings
+from gateway.upstream_http import LeanSender
 
 log = logging.getLogger("lianxin.gateway.proxy")
 
@@ -67,6 +68,8 @@ BUFFER_MAX_BYTES = 64 * 1024
 PROXIED_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_BACKOFF_S = 0.02
+# The lean client reuses a connection idle for less than this: uvicorn closes them at 5 s.
+LEAN_KEEPALIVE_S = 4.0
 
 Authorize = Callable[[Request], Awaitable[object]]
 
@@ -83,17 +86,14 @@ class _RequestBodyFailed(Exception):
     """Reading the client's body failed (too large, or the client went away)."""
 
 
-def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in `Connection` are hop-by-hop too."""
-    tokens: set[bytes] = set()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            tokens.update(n.strip().lower() for n in value.split(b",") if n.strip())
-    return frozenset(tokens)
-
-
-def _lists_connection(raw: list[tuple[bytes, bytes]]) -> bool:
-    return any(name.lower() == b"connection" for name, _ in raw)
+def end_to_end(raw: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    """Header pairs with their names in lower case, without `drop` and without what
+    `Connection` lists (hop-by-hop too, RFC 9110 §7.6.1)."""
+    pairs = [(k.lower(), v) for k, v in raw]
+    for name, value in pairs:
+        if name == b"connection":
+            drop = drop | {t.strip().lower() for t in value.split(b",") if t.strip()}
+    return [(k, v) for k, v in pairs if k not in drop]
 
 
 @dataclass
@@ -230,7 +230,20 @@ class Proxy:
                     reset_after_s=settings.breaker_reset_s,
                 ),
             )
-        return cls(upstreams, client, authorize=authorize, retries=settings.upstream_retries)
+        proxy = cls(upstreams, client, authorize=authorize, retries=settings.upstream_retries)
+        if settings.upstream_transport == "lean" and isinstance(proxy.sender, AiohttpSender):
+            proxy.sender = LeanSender(
+                proxy.sender,
+                max_connections=settings.upstream_max_connections,
+                keepalive_s=LEAN_KEEPALIVE_S,
+            )
+        return proxy
+
+    async def aclose(self) -> None:
+        """Closes what the proxy opened itself (the lean client's connections); the
+        upstream client is its owner's to close."""
+        if isinstance(self.sender, LeanSender):
+            await self.sender.aclose()
 
     async def forward(self, request: Request, service: str, path: str) -> Response:
         upstream = self.upstreams.get(service)
@@ -299,18 +312,19 @@ class Proxy:
             raise failure
 
     def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
-        raw = request.headers.raw  # ASGI servers give header names in lower case
-        drop = _REQUEST_DROP_B | _connection_tokens(raw) if _lists_connection(raw) else None
-        out = [(k, v) for k, v in raw if k.lower() not in (drop or _REQUEST_DROP_B)]
+        scope = request.scope
+        out = end_to_end(scope["headers"], _REQUEST_DROP_B)
         out.append((b"x-request-id", (request_id_var.get() or "").encode("latin-1")))
-        client = request.client
-        if client is not None:
+        client = scope.get("client")
+        if client:
             # The gateway is the edge: what a client says about its own address is ignored.
-            out.append((b"x-forwarded-for", client.host.encode("latin-1")))
-        out.append((b"x-forwarded-proto", request.scope["scheme"].encode("latin-1")))
-        host = request.headers.get("host")
-        if host:
-            out.append((b"x-forwarded-host", host.encode("latin-1")))
+            out.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
+        out.append((b"x-forwarded-proto", str(scope["scheme"]).encode("latin-1")))
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if value:
+                    out.append((b"x-forwarded-host", value))
+                break
         traced = trace_headers()  # the gateway's span, when tracing is on
         if traced:
             out = [(k, v) for k, v in out if k not in _TRACE_HEADERS] + traced
@@ -329,9 +343,7 @@ class Proxy:
     async def _response(reply: Reply, service: str) -> Response:
         """The service's answer, relayed: a small body of known length read whole and
         sent as one (no relay task per request), anything else streamed as it arrives."""
-        raw = reply.raw_headers
-        drop = _RESPONSE_DROP_B | _connection_tokens(raw) if _lists_connection(raw) else None
-        headers = [(k.lower(), v) for k, v in raw if k.lower() not in (drop or _RESPONSE_DROP_B)]
+        headers = end_to_end(reply.raw_headers, _RESPONSE_DROP_B)
         length = reply.content_length
         if length is not None and length <= BUFFER_MAX_BYTES:
             try:

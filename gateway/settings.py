@@ -32,8 +32,9 @@ class GatewaySettings(BaseAppSettings):
     upstream_read_timeouts: dict[str, float] = Field(default_factory=dict)  # per service
     upstream_retries: int = 2  # on connect errors, idempotent methods only
     upstream_max_connections: int = 200
-    # "aiohttp" (httpx-aiohttp) or "httpx" (httpx's own); see bench/gateway_overhead.py
-    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # "lean" (gateway/upstream_http.py for reads without a body, aiohttp for the rest),
+    # "aiohttp" or "httpx" (httpx's own); see bench/gateway_overhead.py
+    upstream_transport: Literal["lean", "aiohttp", "httpx"] = "lean"
     breaker_threshold: int = 5  # consecutive connection failures that open a circuit
     breaker_reset_s: float = 5.0  # cool-down before a half-open probe
     openapi_cache_ttl_s: float = 30.0

@@ -89,7 +89,8 @@ MEANINGS: dict[str, str] = {
     "upstream_read_timeouts": "JSON object: read timeout per service name",
     "upstream_retries": "retries on connect errors (idempotent methods only)",
     "upstream_max_connections": "connection pool size towards the services",
-    "upstream_transport": "`aiohttp` (httpx-aiohttp) or `httpx`",
+    "upstream_transport": "`lean` (reads without a body over the gateway's own HTTP/1.1 "
+    "client, the rest over aiohttp), `aiohttp` or `httpx`",
     "breaker_threshold": "consecutive connection failures that open a service's circuit",
     "breaker_reset_s": "cool-down before a half-open probe",
     "openapi_cache_ttl_s": "how long the merged OpenAPI document is cached",

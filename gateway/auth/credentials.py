@@ -42,8 +42,12 @@ async def authorize_upstream(request: Request) -> None:
         raise NotFound("No such path.")
 
     state: AuthState = request.app.state.auth
-    api_key = request.headers.get("x-api-key")
-    authorization = request.headers.get("authorization")
+    api_key = authorization = None
+    for name, value in request.scope["headers"]:  # names in lower case, as ASGI gives them
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
     if api_key is not None and authorization is not None:
         raise BadRequest("Send either a bearer token or an API key, not both.")
 

@@ -34,11 +34,11 @@ def fake() -> Iterator[UvicornProcess]:
         yield process
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["lean", "aiohttp", "httpx"])
 def gateway_settings(
     request: pytest.FixtureRequest, gateway_settings: GatewaySettings, fake: UvicornProcess
 ) -> GatewaySettings:
-    """Each test runs with both upstream transports."""
+    """Each test runs with each upstream client."""
     return gateway_settings.model_copy(
         update={
             "upstream_transport": request.param,

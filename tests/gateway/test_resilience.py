@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.breaker import CircuitBreaker, CircuitOpen, CircuitState
 from gateway.proxy import AiohttpSender, HttpxSender, Proxy, Reply, Sender, Upstream
 from gateway.settings import GatewaySettings
+from gateway.upstream_http import LeanSender
 from tests.gateway.conftest import FakeClock
 from tests.gateway.live import fake_service, poll, registry_service
 from tests.helpers import PUBLIC_PEM, mint
@@ -57,7 +58,7 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["lean", "aiohttp", "httpx"])
 def gateway_settings(
     request: pytest.FixtureRequest,
     gateway_settings: GatewaySettings,
@@ -65,7 +66,7 @@ def gateway_settings(
     fake: UvicornProcess,
     dead_url: str,
 ) -> GatewaySettings:
-    """Each test runs with both upstream clients, each over loopback sockets."""
+    """Each test runs with each upstream client, over loopback sockets."""
     return gateway_settings.model_copy(
         update={
             "upstream_transport": request.param,
@@ -113,15 +114,13 @@ async def gateway_app(
     clock: FakeClock,
     transport: CountingSender,
 ) -> AsyncIterator[FastAPI]:
-    """The gateway with its real upstream client (aiohttp's session called directly, or
-    httpx's own pool), over loopback sockets."""
+    """The gateway with its real upstream client (the lean one, aiohttp's session called
+    directly, or httpx's own pool), over loopback sockets."""
     app = create_app(gateway_settings, sessionmaker=db, clock=clock)
     async with app.router.lifespan_context(app):
         proxy: Proxy = app.state.proxy
-        assert isinstance(
-            proxy.sender,
-            AiohttpSender if gateway_settings.upstream_transport == "aiohttp" else HttpxSender,
-        )
+        expected = {"lean": LeanSender, "aiohttp": AiohttpSender, "httpx": HttpxSender}
+        assert isinstance(proxy.sender, expected[gateway_settings.upstream_transport])
         transport.inner, proxy.sender = proxy.sender, transport
         yield app
 
