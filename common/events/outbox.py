@@ -162,18 +162,21 @@ class SensitiveField(ValueError):
 
 # Values that hold no keys: not descended into (bulk writes check 20,000 payloads).
 _LEAVES = (str, int, float, bool, type(None), uuid.UUID, datetime, date)
+_LEAF_TYPES = frozenset(_LEAVES)  # the exact types: a set lookup before `isinstance`
 
 
 def _refuse_sensitive(value: Any, where: str = "payload") -> None:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
+        if not SENSITIVE_KEYS.isdisjoint(value.keys()):
+            key = next(k for k in value if k in SENSITIVE_KEYS)
+            raise SensitiveField(f"{where}.{key} may not appear in an event")
         for key, item in value.items():
-            if key in SENSITIVE_KEYS:
-                raise SensitiveField(f"{where}.{key} may not appear in an event")
-            if not isinstance(item, _LEAVES):
+            if type(item) not in _LEAF_TYPES and not isinstance(item, _LEAVES):
                 _refuse_sensitive(item, f"{where}.{key}")
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            if not isinstance(item, _LEAVES):
+            if type(item) not in _LEAF_TYPES and not isinstance(item, _LEAVES):
                 _refuse_sensitive(item, f"{where}[{i}]")
 
 

@@ -9,7 +9,7 @@ import functools
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.app import create_service_app
+from common.app import create_service_app, serving
 from common.audit import audit_router
 from services.mobility import consumers
 from services.mobility.dependencies import FieldCrypto
@@ -51,7 +51,7 @@ def create_app(
 
 @functools.cache
 def _default_app() -> FastAPI:
-    return create_app()
+    return serving(create_app())
 
 
 def __getattr__(name: str) -> FastAPI:

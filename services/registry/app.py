@@ -9,7 +9,7 @@ import functools
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.app import create_service_app
+from common.app import create_service_app, serving
 from common.audit import audit_router
 from common.events.runtime import lifespan_hooks
 from common.schedule import run_periodic
@@ -89,7 +89,7 @@ def create_app(
 
 @functools.cache
 def _default_app() -> FastAPI:
-    return create_app()
+    return serving(create_app())
 
 
 def __getattr__(name: str) -> FastAPI:
