@@ -170,11 +170,12 @@ def upstream_url(base: httpx.URL, target: bytes) -> httpx.URL:
 
 
 def _has_body(request: Request) -> bool:
-    headers = request.headers
-    if "transfer-encoding" in headers:
-        return True
-    length = headers.get("content-length")
-    return length is not None and length.strip() not in ("", "0")
+    for name, value in request.scope["headers"]:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return True
+    return False
 
 
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
