@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ log = logging.getLogger("lianxin.events")
 
 Apply = Callable[[AsyncSession, Event], Awaitable[None]]
 HELD_BACK_MAX_PAUSE_S = 0.1
+# While events keep coming, a consumer starts at most one catch-up per this many seconds.
+BATCH_WINDOW_S = 0.05
 # The database node a source's outbox is read from. One PostgreSQL: one node. On a sharded
 # engine each worker keeps its own transaction ids, so commit-safe order, and with it a
 # cursor, holds per node (docs/scaling.md, "Events").
@@ -219,8 +222,12 @@ async def run_outbox_consumer(
     dsn: str,
     poll_interval_s: float = 1.0,
     retry_s: float = 0.02,
+    batch_window_s: float = BATCH_WINDOW_S,
 ) -> None:
-    """Run `consumer` on the outbox tables until cancelled."""
+    """Run `consumer` on the outbox tables until cancelled. An event after a quiet spell is
+    read at once; while events keep coming, at most one catch-up starts per
+    `batch_window_s`, so a stream of commits is read in batches rather than one
+    transaction (and five statements) per event per consumer."""
     backoff = 0.5
     wake = asyncio.Event()
 
@@ -241,6 +248,7 @@ async def run_outbox_consumer(
                 if conn.is_closed():
                     raise ConnectionError("the listening connection was lost")
                 wake.clear()
+                started = time.monotonic()
                 result = await catch_up(sessionmaker, consumer)
                 backoff = 0.5
                 if result.held_back:
@@ -252,6 +260,10 @@ async def run_outbox_consumer(
                     timeout, pause = poll_interval_s, retry_s
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout)
+                if result.applied:  # busy: let what comes next gather into one batch
+                    rest = started + batch_window_s - time.monotonic()
+                    if rest > 0:
+                        await asyncio.sleep(rest)
         except asyncio.CancelledError:
             raise
         except Exception:

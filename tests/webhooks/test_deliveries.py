@@ -123,6 +123,26 @@ class TestScope:
         await settle(fan_out_now, deliver_now)
         assert [r.json()["aggregate"]["id"] for r in receiver.accepted] == [member["id"]]
 
+    async def test_a_moved_webhook_org_matches_by_its_new_path_in_the_same_batch(
+        self,
+        admin_client: httpx.AsyncClient,
+        tree: Tree,
+        receiver: Receiver,
+        fan_out_now: Step,
+        deliver_now: Step,
+    ) -> None:
+        """The webhook's own org moves, then a member event under its new path: read in one
+        batch, the move is applied before the event is matched."""
+        await register(admin_client, PUBLIC_URL, org_id=tree.community_a["id"], events=["member.*"])
+        street2 = await make_org(
+            admin_client, parent_id=tree.city["id"], kind="working_committee", area_level="street"
+        )
+        await move(admin_client, tree.community_a, street2["id"])
+        member = await make_member(admin_client, org_id=tree.community_a["id"])
+        assert await fan_out_now() >= 3  # street2 created, the move, the member: one catch-up
+        await deliver_now()
+        assert [r.json()["aggregate"]["id"] for r in receiver.accepted] == [member["id"]]
+
 
 class TestSigning:
     async def test_signature_verifies_and_fails_with_the_wrong_secret(
