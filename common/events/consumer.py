@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,16 +168,27 @@ async def process_batch(session: AsyncSession, consumer: Consumer, source: str) 
 
 
 async def catch_up(
-    sessionmaker: async_sessionmaker[AsyncSession], consumer: Consumer
+    sessionmaker: async_sessionmaker[AsyncSession],
+    consumer: Consumer,
+    *,
+    sources: Collection[str] | None = None,
+    held_back: set[str] | None = None,
 ) -> BatchResult:
-    """Apply every committed event not applied yet, batch by batch, one transaction each."""
+    """Apply every committed event not applied yet (of `sources`, else of all the
+    consumer's), batch by batch, one transaction each. The sources where newer rows wait
+    for a running transaction are added to `held_back`."""
     total = BatchResult()
     for source in consumer.sources:
+        if sources is not None and source not in sources:
+            continue
         while True:
             async with sessionmaker() as session, session.begin():
                 result = await process_batch(session, consumer, source)
             total.applied += result.applied
-            total.held_back = total.held_back or result.held_back
+            if result.held_back:
+                total.held_back = True
+                if held_back is not None:
+                    held_back.add(source)
             if not result.full:
                 break
     return total
@@ -230,9 +241,12 @@ async def run_outbox_consumer(
     transaction (and five statements) per event per consumer."""
     backoff = 0.5
     wake = asyncio.Event()
+    # The sources to read at the next catch-up: those that notified, those held back.
+    due: set[str] = set(consumer.sources)
 
     def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
         if payload in consumer.sources:
+            due.add(payload)
             wake.set()
 
     while True:
@@ -242,6 +256,7 @@ async def run_outbox_consumer(
                 dsn, advisory_key("consumer", consumer.name), standby_poll_s=poll_interval_s
             )
             await conn.add_listener(CHANNEL, on_notify)
+            due.update(consumer.sources)  # whatever came while not listening
             log.info("consumer %s reading %s from the outbox", consumer.name, consumer.sources)
             pause = retry_s
             while True:
@@ -249,7 +264,10 @@ async def run_outbox_consumer(
                     raise ConnectionError("the listening connection was lost")
                 wake.clear()
                 started = time.monotonic()
-                result = await catch_up(sessionmaker, consumer)
+                sources, held = set(due), set[str]()
+                due.clear()
+                result = await catch_up(sessionmaker, consumer, sources=sources, held_back=held)
+                due.update(held)
                 backoff = 0.5
                 if result.held_back:
                     # A running transaction holds newer rows back (its commit may not notify:
@@ -258,8 +276,11 @@ async def run_outbox_consumer(
                     pause = min(pause * 2, HELD_BACK_MAX_PAUSE_S, poll_interval_s)
                 else:
                     timeout, pause = poll_interval_s, retry_s
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(wake.wait(), timeout)
+                except TimeoutError:
+                    if not result.held_back:  # no word for a while: look at every source
+                        due.update(consumer.sources)
                 if result.applied:  # busy: let what comes next gather into one batch
                     rest = started + batch_window_s - time.monotonic()
                     if rest > 0:
