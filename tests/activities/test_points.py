@@ -84,6 +84,57 @@ class TestSetPointsRule:
         assert r.status_code == 403
 
 
+class TestAttendancePoints:
+    async def test_a_list_settles_each_member_and_a_change_takes_points_back(
+        self, admin: httpx.AsyncClient, world: World, db: Sessions
+    ) -> None:
+        """Points of an attendance list: each present member gets the rule's points once,
+        a member changed to absent gives them back, an unchanged list appends nothing;
+        one `points.awarded` event per ledger entry."""
+        a = await make_activity(admin, world.a, type="patrol")  # 4 points by default
+        ids = [m.sid for m in world.a_members[:3]]
+        url = f"{BASE}/activities/{a['id']}/attendance"
+
+        async def put(statuses: list[str]) -> None:
+            body = [{"member_id": m, "status": st} for m, st in zip(ids, statuses, strict=True)]
+            r = await admin.put(url, json=body)
+            assert r.status_code == 200, r.text
+
+        async def ledger() -> list[tuple[str, int]]:
+            async with db() as s:
+                rows = await s.execute(
+                    text(
+                        "SELECT CAST(member_id AS text), points FROM activities.points_ledger "
+                        "WHERE source_id = CAST(:a AS uuid) ORDER BY id"
+                    ),
+                    {"a": a["id"]},
+                )
+                return [(r[0], r[1]) for r in rows]
+
+        async def awarded() -> int:
+            async with db() as s:
+                return int(
+                    await s.scalar(
+                        text(
+                            "SELECT count(*) FROM activities.outbox WHERE type = 'points.awarded' "
+                            "AND payload->>'source_id' = :a"
+                        ),
+                        {"a": a["id"]},
+                    )
+                    or 0
+                )
+
+        await put(["present", "present", "absent"])
+        assert sorted(await ledger()) == sorted([(ids[0], 4), (ids[1], 4)])
+        await put(["present", "absent", "absent"])
+        assert (await ledger())[2:] == [(ids[1], -4)]
+        await put(["present", "absent", "absent"])
+        assert len(await ledger()) == 3
+        assert await awarded() == 3
+        for m, balance in zip(ids, [4, 0, 0], strict=True):
+            assert (await admin.get(f"{BASE}/members/{m}/points")).json()["balance"] == balance
+
+
 class TestGetMemberPoints:
     async def test_balance_always_equals_the_sum_of_entries(
         self, admin: httpx.AsyncClient, world: World, db: Sessions

@@ -307,17 +307,21 @@ async def set_attendance(
         source=PointsSource.activity,
         activity_type=activity["type"],
     )
-    for row in changed:
-        await points.settle(
-            session,
-            member_id=row["member_id"],
-            org_id=known[row["member_id"]].org_id,
-            year=activity["starts_at"].year,
-            reason="attendance",
-            source_id=activity_id,
-            target=per_attendance if row["status"] == AttendanceStatus.present else 0,
-            actor=_actor(principal),
-        )
+    await points.settle_many(
+        session,
+        [
+            points.Settlement(
+                member_id=row["member_id"],
+                org_id=known[row["member_id"]].org_id,
+                target=per_attendance if row["status"] == AttendanceStatus.present else 0,
+            )
+            for row in changed
+        ],
+        year=activity["starts_at"].year,
+        reason="attendance",
+        source_id=activity_id,
+        actor=_actor(principal),
+    )
     await audit.record(
         session,
         audit_log,
