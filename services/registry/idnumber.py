@@ -40,6 +40,18 @@ def check_character(body: str) -> str:
     return _CHECK[sum(map(operator.mul, map(int, body), _WEIGHTS)) % 11]
 
 
+_ASCII_ZEROS = ord("0") * sum(_WEIGHTS)
+
+
+def _check_of(number: str) -> str:
+    """`check_character` of a number of the right shape; ASCII digits are weighed as their
+    bytes (one C loop: bulk imports check 100,000 numbers), others as `check_character`
+    weighs them."""
+    if number.isascii():
+        return _CHECK[(sum(map(operator.mul, number[:17].encode(), _WEIGHTS)) - _ASCII_ZEROS) % 11]
+    return check_character(number[:17])
+
+
 def parse(raw: str) -> IdNumber:
     """Validate and normalise (upper-case X) an 18-character ID number."""
     number = raw.strip().upper()
@@ -47,7 +59,7 @@ def parse(raw: str) -> IdNumber:
         raise InvalidIdNumber("must be 18 characters")
     if not _SHAPE.match(number):
         raise InvalidIdNumber("must be 17 digits followed by a digit or X")
-    if check_character(number[:17]) != number[17]:
+    if _check_of(number) != number[17]:
         raise InvalidIdNumber("check digit does not match (GB 11643)")
     try:
         born = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))

@@ -1,17 +1,40 @@
-"""The internal bulk endpoint other services call with their own service tokens."""
+"""The internal bulk endpoint other services call with their own service tokens: persons as
+columns in, results as columns out, in the order asked."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
+import pytest
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 from fastapi import FastAPI
+from pydantic_core import to_json
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.bulk import new_ids
 from common.service_client import service_token
+from services.registry import idnumber
+from services.registry.events import _FRESH_MEMBER, _row_data, member_data
+from services.registry.models import Member
 from tests.helpers import PRIVATE_PEM, SERVICE_PRIVATE_PEM, client, mint
 from tests.registry.factories import Tree, id_number, make_member
 
 URL = "/api/v1/registry/persons/resolve"
+FIELDS = (
+    "index",
+    "external_id",
+    "name",
+    "id_number",
+    "phone",
+    "residence_community_code",
+    "address",
+    "employer",
+)
 
 
 def person(index: int, community: dict[str, object], **overrides: object) -> dict[str, object]:
@@ -25,9 +48,24 @@ def person(index: int, community: dict[str, object], **overrides: object) -> dic
     }
 
 
+def columns(persons: list[dict[str, object]]) -> dict[str, list[object]]:
+    """The persons as the endpoint takes them: one array per field."""
+    return {name: [p.get(name) for p in persons] for name in FIELDS}
+
+
+def rows(results: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The answer's columns as one dict per person asked."""
+    names = list(results)
+    return [dict(zip(names, values, strict=True)) for values in zip(*results.values(), strict=True)]
+
+
+def service() -> str:
+    return service_token(SERVICE_PRIVATE_PEM, subject="service:mobility")
+
+
 class TestResolvePersons:
     async def test_only_services_may_call_it(self, app: FastAPI, tree: Tree) -> None:
-        body = {"persons": [person(0, tree.community_a)]}
+        body = {"persons": columns([person(0, tree.community_a)])}
         for role in ("admin", "org_admin", "integration"):
             async with client(app, mint(role, org_id=tree.city["id"])) as c:
                 assert (await c.post(URL, json=body)).status_code == 403
@@ -35,7 +73,7 @@ class TestResolvePersons:
     async def test_a_service_token_signed_with_another_key_or_role_is_refused(
         self, app: FastAPI, tree: Tree
     ) -> None:
-        body = {"persons": [person(0, tree.community_a)]}
+        body = {"persons": columns([person(0, tree.community_a)])}
         forged = service_token(PRIVATE_PEM, subject="service:mobility")
         async with client(app, forged) as c:
             assert (await c.post(URL, json=body)).status_code == 401
@@ -44,7 +82,11 @@ class TestResolvePersons:
             assert (await c.post(URL, json=body)).status_code == 401
 
     async def test_matches_across_the_registry_and_creates_the_missing_once(
-        self, app: FastAPI, admin: httpx.AsyncClient, tree: Tree
+        self,
+        app: FastAPI,
+        admin: httpx.AsyncClient,
+        tree: Tree,
+        db: async_sessionmaker[AsyncSession],
     ) -> None:
         known = await make_member(
             admin,
@@ -53,33 +95,192 @@ class TestResolvePersons:
             id_number=id_number(date(1985, 2, 3), serial=101),
         )
         persons = [
-            person(0, tree.community_a),
+            person(0, tree.community_a, employer="某单位", address="3幢"),
             person(1, tree.community_a),  # already registered elsewhere
             person(2, tree.community_a, id_number="123"),
             person(3, tree.community_a, residence_community_code="NOPE"),
             person(4, tree.community_a, id_number=id_number(date(1985, 2, 3), serial=100)),
+            person(5, tree.community_a, phone="12345"),
+            person(6, tree.community_a, name="  "),
         ]
-        token = service_token(SERVICE_PRIVATE_PEM, subject="service:mobility")
-        async with client(app, token) as c:
-            r = await c.post(URL, json={"persons": persons})
-            again = await c.post(URL, json={"persons": persons[:1]})
+        async with client(app, service()) as c:
+            r = await c.post(URL, json={"persons": columns(persons)})
+            again = await c.post(URL, json={"persons": columns(persons[:1])})
         assert r.status_code == 200, r.text
         results = r.json()["results"]
-        assert [(x["index"], x["created"], x["error"] is None) for x in results] == [
-            (0, True, True),
-            (1, False, True),
-            (2, False, False),
-            (3, False, False),
-            (4, False, True),
+        assert set(results) == {"member_id", "created", "residence_org_id", "error"}
+        found = rows(results)
+        assert [(x["created"], x["error"]) for x in found] == [
+            (True, None),
+            (False, None),
+            (False, "id_number: must be 18 characters"),
+            (False, "residence_community_code: no such community"),
+            (False, None),
+            (
+                False,
+                "phone: must be a mainland mobile (1[3-9] and 9 digits) or 0area-number landline",
+            ),
+            (False, "name: is blank"),
         ]
-        assert results[1]["member_id"] == known["id"]
-        assert results[4]["member_id"] == results[0]["member_id"]
-        assert again.json()["results"][0] == {**results[0], "created": False}
-        card = (await admin.get(f"/api/v1/registry/members/{results[0]['member_id']}")).json()
+        assert found[1]["member_id"] == known["id"]
+        assert found[4]["member_id"] == found[0]["member_id"]
+        assert found[0]["residence_org_id"] == tree.community_a["id"]
+        assert found[3]["residence_org_id"] is None and found[3]["member_id"] is None
+        assert rows(again.json()["results"]) == [{**found[0], "created": False}]
+        card = (await admin.get(f"/api/v1/registry/members/{found[0]['member_id']}")).json()
         assert (card["category"], card["relation"], card["org_id"]) == (
             "in_service_resident",
             "resident",
             None,
         )
+        assert (card["employer"], card["address"]) == ("某单位", "3幢")
         # serial 100: an even 17th digit
         assert card["gender"] == "female" and card["birth_date"] == "1985-02-03"
+        # One `member.registered` for the one record created, with the member's state.
+        async with db() as s:
+            events = (
+                await s.execute(
+                    text(
+                        "SELECT aggregate_id, aggregate_version, payload, org_paths "
+                        "FROM registry.outbox WHERE type = 'member.registered' "
+                        "AND aggregate_id = :id"
+                    ),
+                    {"id": found[0]["member_id"]},
+                )
+            ).all()
+            path = (
+                await s.execute(
+                    text("SELECT path::text FROM registry.orgs WHERE id = :id"),
+                    {"id": tree.community_a["id"]},
+                )
+            ).scalar_one()
+        assert len(events) == 1
+        payload = events[0].payload
+        assert payload["member_id"] == found[0]["member_id"]
+        assert payload["residence_org_id"] == tree.community_a["id"]
+        assert payload["residence_path"] == path
+        assert (payload["org_id"], payload["org_path"], payload["group_id"]) == (None, None, None)
+        assert (payload["status"], payload["version"], payload["skills"]) == ("active", 1, [])
+        assert events[0].org_paths == [path]
+        assert not {"id_number", "phone", "address"} & set(payload)
+
+    async def test_without_create_missing_unknown_numbers_are_an_error(
+        self, app: FastAPI, tree: Tree
+    ) -> None:
+        body = {"persons": columns([person(0, tree.community_a)]), "create_missing": False}
+        async with client(app, service()) as c:
+            r = await c.post(URL, json=body)
+        assert r.status_code == 200, r.text
+        assert rows(r.json()["results"]) == [
+            {
+                "member_id": None,
+                "created": False,
+                "residence_org_id": tree.community_a["id"],
+                "error": "no record holds this ID number",
+            }
+        ]
+
+    async def test_optional_columns_may_be_left_out_and_an_empty_call_is_fine(
+        self, app: FastAPI, tree: Tree
+    ) -> None:
+        one = person(0, tree.community_a)
+        body = {
+            "persons": {
+                "index": [7],
+                "name": [one["name"]],
+                "id_number": [one["id_number"]],
+                "residence_community_code": [one["residence_community_code"]],
+            }
+        }
+        empty = {"persons": {"index": [], "name": [], "id_number": []}}
+        async with client(app, service()) as c:
+            r = await c.post(URL, json=body)
+            nothing = await c.post(URL, json=empty)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"]["created"] == [True]
+        assert nothing.status_code == 200, nothing.text
+        assert nothing.json() == {
+            "results": {"member_id": [], "created": [], "residence_org_id": [], "error": []}
+        }
+
+    @pytest.mark.parametrize(
+        ("change", "where"),
+        [
+            ({"name": []}, "persons"),  # a column shorter than the others
+            ({"phone": [None, None]}, "persons"),  # or longer
+            ({"nickname": ["x"]}, "persons.nickname"),  # no such column
+            ({"index": [-1]}, "persons.index.0"),
+            ({"name": [""]}, "persons.name.0"),
+            ({"id_number": ["1" * 33]}, "persons.id_number.0"),
+            ({"external_id": ["x" * 101]}, "persons.external_id.0"),
+            ({"address": ["x" * 301]}, "persons.address.0"),
+            ({"employer": ["x" * 201]}, "persons.employer.0"),
+            ({"residence_community_code": ["x" * 65]}, "persons.residence_community_code.0"),
+            ({"name": None}, "persons.name"),
+        ],
+    )
+    async def test_a_malformed_call_is_a_422_naming_the_column(
+        self, app: FastAPI, tree: Tree, change: dict[str, object], where: str
+    ) -> None:
+        persons: dict[str, object] = {**columns([person(0, tree.community_a)]), **change}
+        async with client(app, service()) as c:
+            r = await c.post(URL, json={"persons": persons})
+        assert r.status_code == 422, r.text
+        assert where in [e["field"] for e in r.json()["errors"]], r.text
+
+    async def test_the_old_list_of_objects_is_refused(self, app: FastAPI, tree: Tree) -> None:
+        async with client(app, service()) as c:
+            r = await c.post(URL, json={"persons": [person(0, tree.community_a)]})
+        assert r.status_code == 422, r.text
+
+
+def test_a_bulk_registration_payload_is_the_members_own() -> None:
+    """`member.registered` built from the column values just inserted (bulk path) is the
+    payload `member_data` gives for the same member, to the byte once serialized, with the
+    driver's own UUIDs among the values."""
+    org, residence, group = uuid.uuid4(), PgUUID(str(uuid.uuid4())), PgUUID(str(uuid.uuid4()))
+    card: dict[str, Any] = {
+        "id": PgUUID(str(uuid.uuid4())),
+        "shard_key": residence,
+        "name": "张三",
+        "gender": "male",
+        "birth_date": date(1980, 1, 2),
+        "membership": "full",
+        "category": "in_service_resident",
+        "relation": "resident",
+        "status": "active",
+        "org_id": None,
+        "residence_org_id": residence,
+        "group_id": group,
+        "address": "3幢",
+        "employer": "某单位",
+        "version": 1,
+    }
+    paths = {residence: "1.2.3", org: "1.9"}
+    others = {"id": uuid.uuid4(), "org_id": org, "skills": ["电工"], "merged_into": org}
+    for given in (card, {**card, **others}):
+        fresh = {**_FRESH_MEMBER, **given}
+        expected = member_data(cast(Member, SimpleNamespace(**fresh)), paths)
+        got = _row_data(fresh, paths)
+        assert to_json(got[0]) == to_json(expected[0])
+        assert got[1] == expected[1]
+
+
+def test_bulk_ids_are_fresh_version_4_uuids() -> None:
+    ids = new_ids(5_000)
+    assert len(set(ids)) == 5_000 and new_ids(0) == []
+    assert all(isinstance(i, uuid.UUID) for i in ids)
+    assert {(i.version, i.variant) for i in ids} == {(4, uuid.RFC_4122)}
+    assert [uuid.UUID(str(i)) for i in ids] == ids
+
+
+def test_the_check_character_of_a_parsed_number_is_the_one_gb_11643_gives() -> None:
+    for serial in range(1_000):
+        body = id_number(date(1950 + serial % 60, 1 + serial % 12, 1 + serial % 28), serial)[:17]
+        assert idnumber._check_of(body + "0") == idnumber.check_character(body)
+        assert idnumber.parse(body + idnumber.check_character(body)).number.endswith(
+            idnumber.check_character(body)
+        )
+    # Digits outside ASCII: weighed as `check_character` weighs them.
+    arabic = "".join(chr(0x660 + int(d)) for d in "33040219800101123")
+    assert idnumber._check_of(arabic + "0") == idnumber.check_character(arabic)

@@ -170,18 +170,15 @@ class TestEveryWritePath:
         ]
         r = await upload(admin, ("roster.csv", csv_file(roster), "text/csv"))
         assert r.json()["created"] == 2, r.text
-        persons = [
-            {
-                "index": i,
-                "name": f"人员{i}",
-                "id_number": id_number(date(1985, 2, 3), serial=500 + i),
-                "residence_community_code": code,
-            }
-            for i, code in enumerate([a["code"], b["code"]])
-        ]
+        persons = {  # the endpoint's columns
+            "index": [0, 1],
+            "name": ["人员0", "人员1"],
+            "id_number": [id_number(date(1985, 2, 3), serial=500 + i) for i in range(2)],
+            "residence_community_code": [a["code"], b["code"]],
+        }
         async with client(app, service_token(SERVICE_PRIVATE_PEM, subject="service:mobility")) as c:
             resolved = await c.post(RESOLVE, json={"persons": persons, "create_missing": True})
-        assert [x["created"] for x in resolved.json()["results"]] == [True, True], resolved.text
+        assert resolved.json()["results"]["created"] == [True, True], resolved.text
         # A merge across counties: the duplicate (with the number and an open transfer) in
         # K2, the survivor in K1.
         survivor = await make_member(admin, org_id=a["id"])

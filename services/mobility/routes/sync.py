@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic_core import from_json
 
 from common.bulk import gc_paused
 from common.errors import problem_responses
@@ -21,11 +22,28 @@ from services.mobility.settings import MobilitySettings
 router = APIRouter(prefix="/sync", tags=["work-unit sync"])
 
 
+_RESULT_COLUMNS = ("member_id", "created", "residence_org_id", "error")
+
+
+def _results(body: bytes, asked: int) -> dict[str, list[Any]]:
+    """The columns of the registry's answer (`ResolveResults`), each with one entry per
+    person asked; any other answer is the registry's fault, and the sync fails as a whole
+    (never a row dropped or matched to another person's result)."""
+    try:
+        results = from_json(body)["results"]
+        columns = {name: results[name] for name in _RESULT_COLUMNS}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RegistryUnavailable("The registry's answer could not be read.") from exc
+    if any(type(values) is not list or len(values) != asked for values in columns.values()):
+        raise RegistryUnavailable("The registry's answer does not match the persons asked.")
+    return columns
+
+
 def registry_resolver(request: Request, settings: MobilitySettings) -> service.Resolver:
     """Persons found or registered through the registry's own bulk endpoint."""
     transport = getattr(request.app.state, "registry_transport", None)
 
-    async def resolve(persons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def resolve(persons: dict[str, list[Any]]) -> dict[str, list[Any]]:
         response = await call_service(
             "POST",
             f"{settings.registry_url}/api/v1/registry/persons/resolve",
@@ -36,8 +54,7 @@ def registry_resolver(request: Request, settings: MobilitySettings) -> service.R
         )
         if response.status_code != 200:
             raise RegistryUnavailable(f"The registry answered {response.status_code}.")
-        results: list[dict[str, Any]] = response.json()["results"]
-        return results
+        return _results(response.content, len(persons["index"]))
 
     return resolve
 

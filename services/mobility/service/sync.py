@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import and_, bindparam, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import audit
 from common.auth import Principal, Role
-from common.bulk import insert_rows
+from common.bulk import insert_rows, new_ids
 from common.errors import Forbidden
 from common.pagination import decode_cursor, encode_cursor
-from services.mobility.errors import OrgNotFound
+from services.mobility.errors import OrgNotFound, RegistryUnavailable
 from services.mobility.models import (
     LinkStatus,
     audit_log,
@@ -44,8 +46,10 @@ from services.mobility.service.keys import member_keys
 
 lc = links.c
 
-# (persons for the registry's resolve endpoint) → its per-person results
-Resolver = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+# (persons for the registry's resolve endpoint, as columns: `PersonColumns`) → its results,
+# as columns too (`ResolveResults`: `member_id`, `created`, `residence_org_id`, `error`), one
+# entry per person in the order given
+Resolver = Callable[[dict[str, list[Any]]], Awaitable[dict[str, list[Any]]]]
 
 _row_adapter: TypeAdapter[SyncMember] = TypeAdapter(SyncMember)
 
@@ -106,42 +110,20 @@ async def sync_members(
             continue
         listed.add(row.external_id)
         rows[index] = row
-    persons = [
-        {
-            "index": i,
-            "external_id": r.external_id,
-            "name": r.name,
-            "id_number": r.id_number,
-            "phone": r.phone,
-            "residence_community_code": r.residence_community_code,
-            "address": r.address,
-            "employer": unit.name,
-            # `category` is the registry's default; the workplace is this side's link.
-        }
-        for i, r in rows.items()
-    ]
-    resolved: dict[int, dict[str, Any]] = {}
-    for results in await _resolve_all(resolve, persons, chunk):
-        for result in results:
-            resolved[int(result["index"])] = result
-    wanted: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]] = {}
-    for index, row in rows.items():
-        result = resolved.get(index) or {"error": "not resolved"}
-        if result.get("error") or not result.get("member_id") or not result.get("residence_org_id"):
-            message = result.get("error") or "residence_community_code: no such community"
-            errors.append(SyncRowError(index=index, external_id=row.external_id, message=message))
-            continue
-        member_id = uuid.UUID(str(result["member_id"]))
-        if member_id in wanted:
-            errors.append(
-                SyncRowError(
-                    index=index,
-                    external_id=row.external_id,
-                    message="id_number: the same person is listed twice",
-                )
-            )
-            continue
-        wanted[member_id] = (row, uuid.UUID(str(result["residence_org_id"])))
+    # The registry's resolve endpoint takes the persons as columns (`PersonColumns`).
+    kept = list(rows.values())
+    persons: dict[str, list[Any]] = {
+        "index": list(rows),
+        "external_id": [r.external_id for r in kept],
+        "name": [r.name for r in kept],
+        "id_number": [r.id_number for r in kept],
+        "phone": [r.phone for r in kept],
+        "residence_community_code": [r.residence_community_code for r in kept],
+        "address": [r.address for r in kept],
+        "employer": [unit.name] * len(kept),
+        # `category` is the registry's default; the workplace is this side's link.
+    }
+    # The unit's open links, to tell new members from known ones.
     current = {
         r.member_id: r
         for r in await session.execute(
@@ -150,42 +132,69 @@ async def sync_members(
             )
         )
     }
-    # The new links' keys: their members', one statement for all.
-    new_members = {m: residence for m, (_, residence) in wanted.items() if m not in current}
-    keys = dict(zip(new_members, await member_keys(session, new_members), strict=True))
-    new_rows: list[dict[str, Any]] = []
+    # Ids parsed by the driver's own UUID type (in C; each org's once): the same values,
+    # and the driver sends them on without converting them again.
+    parsed: dict[str, uuid.UUID] = {}
+    wanted: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]] = {}
+    created: list[Any] = []
     changed: list[dict[str, Any]] = []
     unchanged = 0
-    for member_id, (row, residence) in wanted.items():
-        link = current.get(member_id)
-        if link is None:
-            new_rows.append(
-                {
-                    "id": uuid.uuid4(),
-                    "shard_key": keys[member_id],
-                    "member_id": member_id,
-                    "workplace_org_id": org_id,
-                    "residence_org_id": residence,
-                    "mode": row.mode.value,
-                    "external_id": row.external_id,
-                }
+    pending = list(rows.items())
+    done = 0
+    # Each chunk's links are written as soon as the registry has answered for it, in file
+    # order, while the registry still works on the next chunks.
+    async with aclosing(_resolved(resolve, persons, chunk)) as answers:
+        async for answer in answers:
+            results = zip(
+                answer["member_id"], answer["residence_org_id"], answer["error"], strict=True
             )
-        elif (link.residence_org_id, link.mode, link.external_id) != (
-            residence,
-            row.mode.value,
-            row.external_id,
-        ):
-            changed.append(
-                {
-                    "b_id": link.id,
-                    "b_residence": residence,
-                    "b_mode": row.mode.value,
-                    "b_external": row.external_id,
-                }
-            )
-        else:
-            unchanged += 1
-    created = await _insert(session, new_rows)
+            part = pending[done : done + len(answer["member_id"])]
+            done += len(part)
+            new: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]] = {}
+            for (index, row), (member, residence, error) in zip(part, results, strict=True):
+                if error or not member or not residence:
+                    message = error or "residence_community_code: no such community"
+                    errors.append(
+                        SyncRowError(index=index, external_id=row.external_id, message=message)
+                    )
+                    continue
+                member_id = PgUUID(str(member))
+                if member_id in wanted:
+                    errors.append(
+                        SyncRowError(
+                            index=index,
+                            external_id=row.external_id,
+                            message="id_number: the same person is listed twice",
+                        )
+                    )
+                    continue
+                residence_id = parsed.get(residence)
+                if residence_id is None:
+                    residence_id = parsed[residence] = PgUUID(str(residence))
+                wanted[member_id] = (row, residence_id)
+                link = current.get(member_id)
+                if link is None:
+                    new[member_id] = (row, residence_id)
+                    continue
+                mode = row.mode.value
+                if (link.residence_org_id, link.mode, link.external_id) != (
+                    residence_id,
+                    mode,
+                    row.external_id,
+                ):
+                    changed.append(
+                        {
+                            "b_id": link.id,
+                            "b_residence": residence_id,
+                            "b_mode": mode,
+                            "b_external": row.external_id,
+                        }
+                    )
+                else:
+                    unchanged += 1
+            created += await _link_new(session, org_id, new)
+    if done != len(pending):  # (never: each chunk is answered or the sync fails)
+        raise RegistryUnavailable("The registry did not answer for every person.")
     if changed:
         await session.execute(
             update(links)
@@ -224,7 +233,6 @@ async def sync_members(
                     .returning(links)
                 )
             )
-    await emit_links(session, [r._mapping for r in created], type="link.created")
     await emit_links(session, [r._mapping for r in ended], type="link.ended")
     await audit.record(
         session, audit_log, principal, action="sync.members", resource="org", record_id=org_id
@@ -239,22 +247,31 @@ async def sync_members(
     )
 
 
-async def _resolve_all(
-    resolve: Resolver, persons: list[dict[str, Any]], chunk: int
-) -> list[list[dict[str, Any]]]:
-    """The registry's answers for every chunk of `persons`, in order. Up to
-    `RESOLVE_CONCURRENCY` chunks are in flight at once (the registry's statements run
-    while this side and the other chunks do their Python), unless one ID number recurs
-    in the file: then two chunks could register the same person in two transactions
-    that wait on each other, so they go one after another as before."""
-    parts = [persons[start : start + chunk] for start in range(0, len(persons), chunk)]
-    numbers = {str(p["id_number"]).strip().upper() for p in persons}
-    if len(parts) < 2 or len(numbers) < len(persons):
-        return [await resolve(part) for part in parts]
+async def _resolved(
+    resolve: Resolver, persons: dict[str, list[Any]], chunk: int
+) -> AsyncGenerator[dict[str, list[Any]], None]:
+    """The registry's answers for every chunk of `persons` (columns), in order, each as
+    soon as it and the ones before it are in. Up to `RESOLVE_CONCURRENCY` chunks are in
+    flight at once (the registry's statements run while this side and the other chunks
+    do their Python), unless one ID number recurs in the file: then two chunks could
+    register the same person in two transactions that wait on each other, so they go one
+    after another. The first failure in file order is raised, as one-by-one calls raise
+    it; after a failure (or when the caller stops) no more calls go out, and the ones in
+    flight are waited for."""
+    total = len(persons["index"])
+    parts = [
+        {name: values[start : start + chunk] for name, values in persons.items()}
+        for start in range(0, total, chunk)
+    ]
+    numbers = {str(n).strip().upper() for n in persons["id_number"]}
+    if len(parts) < 2 or len(numbers) < total:
+        for part in parts:
+            yield await resolve(part)
+        return
     gate = asyncio.Semaphore(RESOLVE_CONCURRENCY)
     failed = False
 
-    async def one(part: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    async def one(part: dict[str, list[Any]]) -> dict[str, list[Any]] | None:
         nonlocal failed
         async with gate:
             if failed:  # no more calls once one failed (the sync fails as a whole)
@@ -265,14 +282,51 @@ async def _resolve_all(
                 failed = True
                 raise
 
-    answers = await asyncio.gather(*(one(part) for part in parts), return_exceptions=True)
-    results: list[list[dict[str, Any]]] = []
-    for answer in answers:  # the first failure in file order, as one-by-one calls raise it
-        if isinstance(answer, BaseException):
-            raise answer
-        if answer is not None:  # None only after a failure, raised above
-            results.append(answer)
-    return results
+    calls = [asyncio.ensure_future(one(part)) for part in parts]
+    try:
+        for call in calls:
+            answer = await call  # a failure: raised here, in file order
+            if answer is None:  # only after a failure: found below
+                break
+            yield answer
+        else:
+            return
+        await asyncio.gather(*calls, return_exceptions=True)
+        for call in calls:
+            if not call.cancelled() and call.exception() is not None:
+                raise cast(BaseException, call.exception())
+    finally:
+        failed = True
+        await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def _link_new(
+    session: AsyncSession, org_id: uuid.UUID, new: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]]
+) -> list[Any]:
+    """Links for members the unit had none for (`{member: (row, residence org)}`), with
+    their `link.created` events; the rows written."""
+    if not new:
+        return []
+    # The new links' keys: their members', one statement for all.
+    residences = {m: residence for m, (_, residence) in new.items()}
+    keys = await member_keys(session, residences)
+    rows = [
+        {
+            "id": link_id,
+            "shard_key": key,
+            "member_id": member_id,
+            "workplace_org_id": org_id,
+            "residence_org_id": residence,
+            "mode": row.mode.value,
+            "external_id": row.external_id,
+        }
+        for (member_id, (row, residence)), key, link_id in zip(
+            new.items(), keys, new_ids(len(new)), strict=True
+        )
+    ]
+    created = await _insert(session, rows)
+    await emit_links(session, [r._mapping for r in created], type="link.created")
+    return created
 
 
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:

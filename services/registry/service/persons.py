@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from common.auth import Principal, Role
-from common.bulk import insert_rows
+from common.bulk import insert_rows, new_ids
 from common.context import client_addr_var, request_id_var
 from common.errors import Forbidden
 from common.sharding import member_shard_key
@@ -31,7 +30,7 @@ from services.registry.models import (
     Relation,
     audit_log,
 )
-from services.registry.schemas.persons import PersonIn, PersonResult, ResolveRequest
+from services.registry.schemas.persons import PersonColumns, ResolveRequest
 from services.registry.service import shard_keys
 from services.registry.service.member_card import (
     ID_NUMBER,
@@ -42,29 +41,31 @@ from services.registry.service.member_card import (
 CHUNK = 10_000  # ID-number hashes per lookup
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
-    person: PersonIn
+    at: int  # the person's position in the request
     number: idnumber.IdNumber
     phone: str | None
     digest: bytes
 
 
-def _check(person: PersonIn, crypto: FieldCrypto) -> _Row | str:
+def _check(
+    name: str, id_number: str, phone: str | None, crypto: FieldCrypto, at: int
+) -> _Row | str:
     try:
-        number = idnumber.parse(person.id_number)
+        number = idnumber.parse(id_number)
     except idnumber.InvalidIdNumber as exc:
         return f"id_number: {exc}"
-    phone = None
-    if person.phone:
+    normal = None
+    if phone:
         try:
-            phone = idnumber.normalise_phone(person.phone)
+            normal = idnumber.normalise_phone(phone)
         except idnumber.InvalidPhone as exc:
             return f"phone: {exc}"
-    if not person.name.strip():
+    if not name.strip():
         return "name: is blank"
     digest = crypto.lookup.digest(number.number, purpose=ID_NUMBER)
-    return _Row(person, number, phone, digest)
+    return _Row(at, number, normal, digest)
 
 
 async def _holders(session: AsyncSession, digests: list[bytes]) -> dict[bytes, uuid.UUID]:
@@ -77,80 +78,103 @@ async def _holders(session: AsyncSession, digests: list[bytes]) -> dict[bytes, u
 
 async def resolve_persons(
     session: AsyncSession, *, data: ResolveRequest, principal: Principal, crypto: FieldCrypto
-) -> list[PersonResult]:
+) -> dict[str, list[Any]]:
+    """Each person's record (`member_id`), whether it was registered now (`created`), the
+    org of their residence community (`residence_org_id`) and what stopped them
+    (`error`): columns of the results (`ResolveResults`), in the order asked."""
     if principal.role is not Role.service:
         raise Forbidden("Only Lianxin services resolve persons in bulk.")
-    results: list[PersonResult] = []
-    rows: list[tuple[PersonResult, _Row]] = []
-    for person in data.persons:
-        result = PersonResult(index=person.index, external_id=person.external_id)
-        results.append(result)
-        checked = _check(person, crypto)
+    persons = data.persons
+    n = len(persons)
+    nothing: list[Any] = [None] * n
+    codes = persons.residence_community_code or nothing
+    member_ids: list[uuid.UUID | None] = [None] * n
+    created_now = [False] * n
+    residence_ids: list[uuid.UUID | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    rows: list[_Row] = []
+    for at, (name, number, phone) in enumerate(
+        zip(persons.name, persons.id_number, persons.phone or nothing, strict=True)
+    ):
+        checked = _check(name, number, phone, crypto, at)
         if isinstance(checked, str):
-            result.error = checked
+            errors[at] = checked
         else:
-            rows.append((result, checked))
-    holders = await _holders(session, list({r.digest for _, r in rows}))
-    codes = {
-        r.person.residence_community_code for _, r in rows if r.person.residence_community_code
-    }
+            rows.append(checked)
+    holders = await _holders(session, list({r.digest for r in rows}))
+    wanted = {codes[r.at] for r in rows if codes[r.at]}
     orgs: dict[str, tuple[uuid.UUID, str, uuid.UUID]] = {}
-    if codes:
+    if wanted:
         found = await session.execute(
             select(col(Org.code), col(Org.id), col(Org.path), col(Org.shard_key)).where(
-                col(Org.code).in_(codes)
+                col(Org.code).in_(wanted)
             )
         )
         orgs = {r.code: (r.id, str(r.path), r.shard_key) for r in found}
     new: dict[bytes, dict[str, Any]] = {}
-    waiting: list[tuple[PersonResult, _Row]] = []
-    for result, row in rows:
-        residence = orgs.get(row.person.residence_community_code or "")
-        result.residence_org_id = residence[0] if residence else None
+    waiting: list[_Row] = []
+    ids = iter(new_ids(len(rows)))  # at most one new record a row
+    for row in rows:
+        at = row.at
+        residence = orgs.get(codes[at] or "")
+        residence_ids[at] = residence[0] if residence else None
         if row.digest in holders:
-            result.member_id = holders[row.digest]
+            member_ids[at] = holders[row.digest]
             continue
         if not data.create_missing:
-            result.error = "no record holds this ID number"
+            errors[at] = "no record holds this ID number"
             continue
         if residence is None:
-            result.error = "residence_community_code: no such community"
+            errors[at] = "residence_community_code: no such community"
             continue
         if row.digest not in new:
             new[row.digest] = _card(
-                row, residence_org_id=residence[0], shard_key=residence[2], crypto=crypto
+                row,
+                persons,
+                member_id=next(ids),
+                residence_org_id=residence[0],
+                shard_key=residence[2],
+                crypto=crypto,
             )
-            result.created = True
-        waiting.append((result, row))
+            created_now[at] = True
+        waiting.append(row)
     created = await _insert(session, list(new.values()))
     taken = await _holders(session, [d for d in new if d not in created])
-    for result, row in waiting:
-        result.member_id = created.get(row.digest) or taken.get(row.digest)
-        result.created = result.created and row.digest in created
-        if result.member_id is None:
-            result.error = "the record could not be registered"
-    # The event payload reads attributes only: plain objects, not ORM instances (20k of
-    # those cost seconds).
-    members = [
-        SimpleNamespace(**card, group_id=None, merged_into=None, skills=[])
-        for digest, card in new.items()
-        if digest in created
-    ]
-    await _audit(session, principal, [m.id for m in members])
+    for row in waiting:
+        at = row.at
+        member_ids[at] = created.get(row.digest) or taken.get(row.digest)
+        created_now[at] = created_now[at] and row.digest in created
+        if member_ids[at] is None:
+            errors[at] = "the record could not be registered"
+    # The event payload reads the column values just inserted: plain mappings, not ORM
+    # instances (20k of those cost seconds).
+    members = [card for digest, card in new.items() if digest in created]
+    await _audit(session, principal, [m["id"] for m in members])
     paths = {org_id: path for org_id, path, _ in orgs.values()}
-    await emit_members_registered(session, cast(list[Member], members), paths=paths)
-    return results
+    await emit_members_registered(session, members, paths=paths)
+    return {
+        "member_id": member_ids,
+        "created": created_now,
+        "residence_org_id": residence_ids,
+        "error": errors,
+    }
 
 
 def _card(
-    row: _Row, *, residence_org_id: uuid.UUID, shard_key: uuid.UUID, crypto: FieldCrypto
+    row: _Row,
+    persons: PersonColumns,
+    *,
+    member_id: uuid.UUID,
+    residence_org_id: uuid.UUID,
+    shard_key: uuid.UUID,
+    crypto: FieldCrypto,
 ) -> dict[str, Any]:
-    person = row.person
+    at = row.at
     return {
-        "id": uuid.uuid4(),
+        "id": member_id,
         # A resident without a relation org: the residence community's key.
         "shard_key": member_shard_key(None, shard_key),
-        "name": person.name.strip(),
+        "name": persons.name[at].strip(),
         "gender": row.number.gender,
         "birth_date": row.number.birth_date,
         # The number's keyed hash is the one `_check` took (not computed twice).
@@ -162,8 +186,8 @@ def _card(
         "status": MemberStatus.active.value,
         "org_id": None,
         "residence_org_id": residence_org_id,
-        "address": person.address,
-        "employer": person.employer,
+        "address": persons.address[at] if persons.address else None,
+        "employer": persons.employer[at] if persons.employer else None,
         "version": 1,
     }
 
