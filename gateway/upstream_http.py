@@ -21,7 +21,9 @@ flow control for a large or open-ended one).
   `PoolTimeout`, `ReadTimeout`, `RemoteProtocolError`, `ReadError`), as the proxy expects.
 
 Anything else (a body to send, `HEAD`, whose answer has a length but no body) goes to the
-fallback sender."""
+fallback sender. An answer whose end is only the connection closing (no length, not
+chunked: HTTP/1.0 style) ends in `ReadError`; the services (uvicorn) always send a length or
+chunks."""
 
 from __future__ import annotations
 
