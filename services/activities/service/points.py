@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import audit
 from common.auth import Principal
-from common.events.outbox import EventRow, emit, emit_many
+from common.events.outbox import EventRow, emit_many
 from services.activities.errors import InsufficientPoints
 from services.activities.models import (
     ActivityType,
@@ -177,50 +177,13 @@ async def settle(
 ) -> int:
     """Make the member's points from one source (an attendance, an hours entry) add up to
     `target` by appending the difference; returns it (0: nothing appended). Idempotent."""
-    await _lock_member(session, member_id)
-    current = await session.scalar(
-        select(func.coalesce(func.sum(points_ledger.c.points), 0)).where(
-            points_ledger.c.member_id == member_id,
-            points_ledger.c.source_id == source_id,
-            points_ledger.c.reason == reason,
-        )
-    )
-    delta = target - int(current or 0)
-    if delta == 0:
-        return 0
-    entry = (
-        await session.execute(
-            insert(points_ledger)
-            .values(
-                shard_key=keys.member_key(member_id),
-                member_id=member_id,
-                org_id=org_id,
-                year=year,
-                points=delta,
-                reason=reason,
-                source_id=source_id,
-                created_by=actor,
-            )
-            .returning(points_ledger.c.id, points_ledger.c.shard_key)
-        )
-    ).one()
-    await emit(
+    (delta,) = await settle_many(
         session,
-        outbox,
-        type="points.awarded",
-        aggregate_type="member_points",
-        aggregate_id=member_id,
-        # The ledger entry's id: increasing per member, so consumers keep the newest.
-        aggregate_version=int(entry.id),
-        payload={
-            "member_id": member_id,
-            "org_id": org_id,
-            "points": delta,
-            "reason": reason,
-            "source_id": source_id,
-            "year": year,
-        },
-        shard_key=entry.shard_key,
+        [Settlement(member_id=member_id, org_id=org_id, target=target)],
+        year=year,
+        reason=reason,
+        source_id=source_id,
+        actor=actor,
     )
     return delta
 
