@@ -104,13 +104,13 @@ async def emit_members_registered(
     as a fresh row has them. `paths` holds the path of every org they reference."""
     events = []
     for given in members:
-        if isinstance(given, Member):
+        if type(given) is not dict and isinstance(given, Member):
             data, org_paths = member_data(given, paths)
             member_id, key, version = given.id, given.shard_key, given.version
         else:
-            row = {**_FRESH_MEMBER, **(given if isinstance(given, Mapping) else vars(given))}
+            row = given if isinstance(given, Mapping) else vars(given)
             data, org_paths = _row_data(row, paths)
-            member_id, key, version = row["id"], row["shard_key"], row["version"]
+            member_id, key, version = row["id"], row["shard_key"], data["version"]
         events.append(
             EventRow(
                 type="member.registered",
@@ -144,27 +144,28 @@ def _row_data(
     row: Mapping[str, Any], paths: Mapping[uuid.UUID, str]
 ) -> tuple[dict[str, Any], list[str | None]]:
     """`member_data` of a members row given as its column values (bulk writes): the same
-    payload, read from the mapping."""
-    org_id, residence_id = row["org_id"], row["residence_org_id"]
+    payload, read from the mapping (a column left out as a fresh row has it)."""
+    get = row.get
+    org_id, residence_id = get("org_id"), get("residence_org_id")
     org_path = paths.get(org_id) if org_id else None
     residence_path = paths.get(residence_id) if residence_id else None
     data: dict[str, Any] = {
         "member_id": _id(row["id"]),
         "name": row["name"],
-        "birth_date": row["birth_date"],
-        "education": row["education"],
-        "status": row["status"],
-        "category": row["category"],
-        "relation": row["relation"],
-        "membership": row["membership"],
+        "birth_date": get("birth_date"),
+        "education": get("education"),
+        "status": get("status", _FRESH_MEMBER["status"]),
+        "category": get("category"),
+        "relation": get("relation"),
+        "membership": get("membership"),
         "org_id": _id(org_id),
         "org_path": org_path,
         "residence_org_id": _id(residence_id),
         "residence_path": residence_path,
-        "group_id": _id(row["group_id"]),
-        "skills": list(row["skills"] or []),
-        "merged_into": _id(row["merged_into"]),
-        "version": row["version"],
+        "group_id": _id(get("group_id")),
+        "skills": list(get("skills") or ()),
+        "merged_into": _id(get("merged_into")),
+        "version": get("version", _FRESH_MEMBER["version"]),
     }
     return data, [org_path, residence_path]
 

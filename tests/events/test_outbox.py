@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.auth import Principal, Role
-from common.events.outbox import START, SensitiveField, emit, read_after
+from common.events.outbox import START, EventRow, SensitiveField, emit, emit_many, read_after
 from services.registry.models import outbox
 from services.registry.schemas.orgs import OrgCreate
 from services.registry.service.orgs import create_org
@@ -198,3 +198,50 @@ class TestGuards:
                     payload=payload,
                 )
             await session.rollback()
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"id_number": "330402197001011234"},
+            {"member": {"phone": "13800000000"}},
+            {"items": [{"notes": "谈心内容"}]},
+            {"a": [[{"b": {"whereabouts": "外地"}}]]},
+        ],
+    )
+    async def test_bulk_events_refuse_sensitive_fields_at_any_depth(
+        self, committed_db: Sessions, payload: dict[str, object]
+    ) -> None:
+        """`emit_many` checks the serialized text: the one bad payload among many stops
+        the lot and is named."""
+        fine = {"member_id": str(uuid.uuid4()), "name": "某"}
+        events = [_probe_row(fine), _probe_row(payload), _probe_row(fine)]
+        async with committed_db() as session:
+            with pytest.raises(SensitiveField, match="may not appear"):
+                await emit_many(session, outbox, events)
+            await session.rollback()
+        assert await rows(committed_db, "SELECT 1 FROM registry.outbox") == []
+
+    async def test_text_that_only_reads_like_a_sensitive_key_is_carried(
+        self, committed_db: Sessions
+    ) -> None:
+        """A value quoting a sensitive key, or a key that merely ends in one, is no
+        sensitive field: the events go out with the payloads unchanged."""
+        payloads = [
+            {"comment": 'he said "phone": call me', "name": '"id_number":'},
+            {"home_phone_known": True, "tags": ['x"address":y']},
+        ]
+        async with committed_db() as session:
+            await emit_many(session, outbox, [_probe_row(p) for p in payloads])
+            await session.commit()
+        stored = await rows(committed_db, "SELECT payload FROM registry.outbox ORDER BY id")
+        assert [r[0] for r in stored] == payloads
+
+
+def _probe_row(payload: dict[str, object]) -> EventRow:
+    return EventRow(
+        type="probe.written",
+        aggregate_type="probe",
+        aggregate_id=uuid.uuid4(),
+        aggregate_version=1,
+        payload=payload,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from datetime import date
 from typing import Any, cast
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common import audit
 from common.auth import Principal, Role
-from common.bulk import insert_rows, new_ids
+from common.bulk import copy_skipping_conflicts, new_ids
 from common.errors import Forbidden
 from common.pagination import decode_cursor, encode_cursor
 from services.mobility.errors import OrgNotFound, RegistryUnavailable
@@ -302,9 +302,9 @@ async def _resolved(
 
 async def _link_new(
     session: AsyncSession, org_id: uuid.UUID, new: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]]
-) -> list[Any]:
+) -> list[Mapping[str, Any]]:
     """Links for members the unit had none for (`{member: (row, residence org)}`), with
-    their `link.created` events; the rows written."""
+    their `link.created` events; the rows written (their values as given)."""
     if not new:
         return []
     # The new links' keys: their members', one statement for all.
@@ -319,23 +319,20 @@ async def _link_new(
             "residence_org_id": residence,
             "mode": row.mode.value,
             "external_id": row.external_id,
+            # Given, not left to the defaults: the events are made from these values.
+            "status": LinkStatus.pending.value,
+            "version": 1,
         }
         for (member_id, (row, residence)), key, link_id in zip(
             new.items(), keys, new_ids(len(new)), strict=True
         )
     ]
-    created = await _insert(session, rows)
-    await emit_links(session, [r._mapping for r in created], type="link.created")
-    return created
-
-
-async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:
-    if not rows:
-        return []
-    # One set-based statement (`common.bulk`): every column an array, not a row of params.
-    return await insert_rows(
-        session, links, rows, on_conflict="ON CONFLICT DO NOTHING", returning="*"
+    # One COPY (`common.bulk`); a link another sync of the unit opened meanwhile is skipped.
+    created = await copy_skipping_conflicts(
+        session, links, rows, on_conflict="ON CONFLICT DO NOTHING"
     )
+    await emit_links(session, created, type="link.created")
+    return created
 
 
 async def changes(

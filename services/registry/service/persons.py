@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from common.auth import Principal, Role
-from common.bulk import insert_rows, new_ids
+from common.bulk import copy_rows, new_ids
 from common.context import client_addr_var, request_id_var
 from common.errors import Forbidden
 from common.sharding import member_shard_key
@@ -201,13 +201,9 @@ async def _insert(session: AsyncSession, cards: list[dict[str, Any]]) -> dict[by
     claimed = await shard_keys.claim_identities(
         session, [(c["id_number_hash"], c["id"], c["shard_key"]) for c in cards]
     )
-    rows = await insert_rows(
-        session,
-        cast(Table, Member.__table__),
-        [c for c in cards if c["id_number_hash"] in claimed],
-        returning="id, id_number_hash",
-    )
-    return {bytes(r.id_number_hash): r.id for r in rows}
+    mine = [c for c in cards if c["id_number_hash"] in claimed]
+    await copy_rows(session, cast(Table, Member.__table__), mine)
+    return {c["id_number_hash"]: c["id"] for c in mine}
 
 
 async def _audit(session: AsyncSession, principal: Principal, member_ids: list[uuid.UUID]) -> None:
@@ -220,5 +216,8 @@ async def _audit(session: AsyncSession, principal: Principal, member_ids: list[u
         "client_addr": client_addr_var.get(),
         "request_id": request_id_var.get(),
     }
-    entries = [base | {"record_id": i, "subject_member_id": i} for i in member_ids]
-    await insert_rows(session, audit_log, entries, computed={"id": "gen_random_uuid()"})
+    entries = [
+        base | {"id": entry_id, "record_id": i, "subject_member_id": i}
+        for i, entry_id in zip(member_ids, new_ids(len(member_ids)), strict=True)
+    ]
+    await copy_rows(session, audit_log, entries)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from common.bulk import insert_rows
+from common.bulk import copy_skipping_conflicts
 from common.sharding import UPPER_AREA_LEVEL, child_shard_key, member_shard_key
 from services.registry.models import (
     Member,
@@ -246,14 +246,13 @@ async def claim_identities(
     one commits)."""
     if not rows:
         return set()
-    claimed = await insert_rows(
+    claimed = await copy_skipping_conflicts(
         session,
         cast(Table, MemberIdentity.__table__),
         [{"id_number_hash": h, "member_id": m, "shard_key": k} for h, m, k in rows],
         on_conflict="ON CONFLICT (id_number_hash) DO NOTHING",
-        returning="id_number_hash",
     )
-    return {bytes(r.id_number_hash) for r in claimed}
+    return {bytes(r["id_number_hash"]) for r in claimed}
 
 
 async def code_holder(session: AsyncSession, code: str) -> uuid.UUID | None:
