@@ -12,7 +12,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.auth import Principal, Role
-from common.events.outbox import START, EventRow, SensitiveField, emit, emit_many, read_after
+from common.events.outbox import (
+    START,
+    EventRow,
+    RowEvents,
+    SensitiveField,
+    emit,
+    emit_many,
+    read_after,
+)
 from services.registry.models import outbox
 from services.registry.schemas.orgs import OrgCreate
 from services.registry.service.orgs import create_org
@@ -235,6 +243,21 @@ class TestGuards:
             await session.commit()
         stored = await rows(committed_db, "SELECT payload FROM registry.outbox ORDER BY id")
         assert [r[0] for r in stored] == payloads
+
+    def test_events_made_by_the_database_may_not_name_a_sensitive_field(self) -> None:
+        """The payload of `RowEvents` is fixed in code: a sensitive key fails when the
+        events are declared, before any is written."""
+        with pytest.raises(SensitiveField, match="phone"):
+            RowEvents(
+                table=outbox,
+                aggregate_type="member",
+                rows="JOIN registry.members AS m ON m.id = w.id",
+                aggregate_id="m.id",
+                aggregate_version="m.version",
+                shard_key="m.shard_key",
+                org_paths=("NULL", "NULL"),
+                payload={"member_id": "m.id", "phone": "m.phone_masked"},
+            )
 
 
 def _probe_row(payload: dict[str, object]) -> EventRow:

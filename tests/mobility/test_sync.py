@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.mobility.models import links
+from services.mobility.models import orgs as mobility_orgs
 from services.registry.models import Member
 from tests.mobility.factories import EventPump, work_unit
 from tests.registry.factories import Tree, id_number, make_member, next_id_number
@@ -116,6 +119,70 @@ class TestSyncWorkUnitMembers:
             ).json()
         assert (again["created"], again["unchanged"]) == (0, 1)
         assert (moved["created"], moved["updated"]) == (0, 1)
+
+    async def test_each_link_created_or_ended_has_its_event_with_the_links_state(
+        self,
+        as_role: AsRole,
+        registry: httpx.AsyncClient,
+        tree: Tree,
+        pump: EventPump,
+        db: async_sessionmaker[AsyncSession],
+    ) -> None:
+        """The events the database makes for a sync's links, in the order of the file:
+        the link as written, and the paths of its two orgs (sorted, no repeats)."""
+        unit, key = await unit_key(as_role, registry, tree, pump)
+        listed = [row(41, tree.community_b), row(42, tree.community_a), row(43, tree.community_a)]
+        async with key:
+            await key.put(url(unit["id"]), json={"mode": "full", "members": listed})
+            await key.put(url(unit["id"]), json={"mode": "full", "members": listed[1:]})
+        async with db() as s:
+            events = (
+                await s.execute(
+                    text(
+                        "SELECT e.type, e.aggregate_id, e.aggregate_version, e.shard_key, "
+                        "e.org_paths, e.payload FROM mobility.outbox e "
+                        "JOIN mobility.links l ON l.id = e.aggregate_id "
+                        "WHERE l.workplace_org_id = :unit ORDER BY e.id"
+                    ),
+                    {"unit": unit["id"]},
+                )
+            ).all()
+            written = {
+                r.id: r
+                for r in await s.execute(
+                    select(links).where(links.c.workplace_org_id == uuid.UUID(unit["id"]))
+                )
+            }
+            paths = {
+                str(r.org_id): str(r.path)
+                for r in await s.execute(select(mobility_orgs.c.org_id, mobility_orgs.c.path))
+            }
+        assert [(e.type, e.payload["member_id"]) for e in events] == [
+            ("link.created", str(written[e.aggregate_id].member_id)) for e in events[:3]
+        ] + [("link.ended", str(written[events[3].aggregate_id].member_id))]
+        assert [written[e.aggregate_id].external_id for e in events] == [
+            "E-0041",
+            "E-0042",
+            "E-0043",
+            "E-0041",
+        ]
+        for event in events:
+            link = written[event.aggregate_id]
+            status, version = (("pending", 1), ("ended", 2))[event.type == "link.ended"]
+            assert event.payload == {
+                "link_id": str(link.id),
+                "member_id": str(link.member_id),
+                "workplace_org_id": unit["id"],
+                "residence_org_id": str(link.residence_org_id),
+                "mode": "direct",
+                "status": status,
+                "reported_on": None,
+                "ended_on": None if status == "pending" else link.ended_on.isoformat(),
+                "version": version,
+            }
+            assert (event.aggregate_version, event.shard_key) == (version, link.shard_key)
+            ends = {paths[str(link.residence_org_id)], paths[unit["id"]]}
+            assert event.org_paths == sorted(ends)
 
     async def test_a_full_sync_ends_the_links_of_members_no_longer_listed(
         self, as_role: AsRole, registry: httpx.AsyncClient, tree: Tree, pump: EventPump

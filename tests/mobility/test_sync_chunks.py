@@ -14,7 +14,6 @@ import pytest
 
 from services.mobility.errors import RegistryUnavailable
 from services.mobility.routes.sync import _results
-from services.mobility.service.events import link_payload
 from services.mobility.service.sync import RESOLVE_CONCURRENCY, _resolved
 
 
@@ -146,14 +145,3 @@ def test_the_answer_is_read_as_columns() -> None:
 def test_a_malformed_answer_fails_the_sync_as_a_whole(answer: bytes) -> None:
     with pytest.raises(RegistryUnavailable):
         _results(answer, 1)
-
-
-def test_a_link_payload_serializes_as_before_whatever_uuid_type_the_ids_have() -> None:
-    from asyncpg.pgproto.pgproto import UUID as PgUUID
-    from pydantic_core import to_json
-
-    ids = {k: uuid.uuid4() for k in ("id", "member_id", "workplace_org_id", "residence_org_id")}
-    link = {**ids, "mode": "direct", "status": "pending", "version": 1, "reported_on": None}
-    driver = {**link, **{k: PgUUID(str(v)) for k, v in ids.items()}}
-    assert to_json(link_payload(driver)) == to_json(link_payload(link))
-    assert json.loads(to_json(link_payload(driver)))["member_id"] == str(ids["member_id"])

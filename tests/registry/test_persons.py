@@ -3,24 +3,24 @@ columns in, results as columns out, in the order asked."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
-from asyncpg.pgproto.pgproto import UUID as PgUUID
 from fastapi import FastAPI
 from pydantic_core import to_json
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from common.bulk import new_ids
 from common.service_client import service_token
 from services.registry import idnumber
-from services.registry.events import _FRESH_MEMBER, _row_data, member_data
-from services.registry.models import Member
+from services.registry.events import emit_members_registered, member_data
+from services.registry.models import Member, Org
 from tests.helpers import PRIVATE_PEM, SERVICE_PRIVATE_PEM, client, mint
 from tests.registry.factories import Tree, id_number, make_member
 
@@ -234,38 +234,56 @@ class TestResolvePersons:
         assert r.status_code == 422, r.text
 
 
-def test_a_bulk_registration_payload_is_the_members_own() -> None:
-    """`member.registered` built from the column values just inserted (bulk path) is the
-    payload `member_data` gives for the same member, to the byte once serialized, with the
-    driver's own UUIDs among the values."""
-    org, residence, group = uuid.uuid4(), PgUUID(str(uuid.uuid4())), PgUUID(str(uuid.uuid4()))
-    card: dict[str, Any] = {
-        "id": PgUUID(str(uuid.uuid4())),
-        "shard_key": residence,
-        "name": "张三",
-        "gender": "male",
-        "birth_date": date(1980, 1, 2),
-        "membership": "full",
-        "category": "in_service_resident",
-        "relation": "resident",
-        "status": "active",
-        "org_id": None,
-        "residence_org_id": residence,
-        "group_id": group,
-        "address": "3幢",
-        "employer": "某单位",
-        "version": 1,
-    }
-    paths = {residence: "1.2.3", org: "1.9"}
-    others = {"id": uuid.uuid4(), "org_id": org, "skills": ["电工"], "merged_into": org}
-    bare = {k: v for k, v in card.items() if k not in ("status", "version", "group_id")}
-    for given in (card, {**card, **others}, bare):
-        # Columns left out read as a fresh row has them (status, version: the defaults).
-        fresh = {**_FRESH_MEMBER, **given}
-        expected = member_data(cast(Member, SimpleNamespace(**fresh)), paths)
-        got = _row_data(given, paths)
-        assert to_json(got[0]) == to_json(expected[0])
-        assert got[1] == expected[1]
+async def test_a_bulk_registration_payload_is_the_members_own(
+    admin: httpx.AsyncClient, tree: Tree, db: async_sessionmaker[AsyncSession]
+) -> None:
+    """`member.registered` made by the database for bulk writes carries, for the same
+    member, the JSON `member_data` gives one event at a time, and the same org paths: a
+    member enrolled in one org and living in another, with skills and an education, and
+    one living where they are enrolled (one path). In the order given."""
+    two = await make_member(
+        admin,
+        org_id=tree.community_b["id"],
+        residence_org_id=tree.community_a["id"],
+        skills=["电工", "水工"],
+        education="college",
+    )
+    one = await make_member(
+        admin, org_id=tree.community_a["id"], residence_org_id=tree.community_a["id"]
+    )
+    ids = [uuid.UUID(one["id"]), uuid.UUID(two["id"])]
+    async with db() as s:
+        before = await s.scalar(text("SELECT coalesce(max(id), 0) FROM registry.outbox"))
+        await emit_members_registered(s, ids)
+        events = (
+            await s.execute(
+                text(
+                    "SELECT type, aggregate_id, aggregate_version, shard_key, org_paths, payload "
+                    "FROM registry.outbox WHERE id > :before ORDER BY id"
+                ),
+                {"before": before},
+            )
+        ).all()
+        members = {m.id: m for m in await s.scalars(select(Member).where(col(Member.id).in_(ids)))}
+        paths = {
+            org.id: str(org.path)
+            for org in await s.scalars(
+                select(Org).where(
+                    col(Org.id).in_(
+                        [uuid.UUID(tree.community_a["id"]), uuid.UUID(tree.community_b["id"])]
+                    )
+                )
+            )
+        }
+    assert [(e.type, e.aggregate_id) for e in events] == [("member.registered", i) for i in ids]
+    for event in events:
+        member = members[event.aggregate_id]
+        payload, org_paths = member_data(member, paths)
+        assert event.payload == json.loads(to_json(payload))
+        assert event.org_paths == sorted(set(filter(None, org_paths)))
+        assert (event.aggregate_version, event.shard_key) == (member.version, member.shard_key)
+    assert len(events[0].org_paths) == 1 and len(events[1].org_paths) == 2
+    assert events[1].payload["skills"] == ["电工", "水工"]
 
 
 def test_bulk_ids_are_fresh_version_4_uuids() -> None:

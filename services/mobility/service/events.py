@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.events.outbox import EventRow, emit, emit_many
+from common.events.outbox import RowEvents, emit, emit_rows
 from services.mobility.models import orgs, outbox
 
 
@@ -53,49 +53,36 @@ async def emit_card(session: AsyncSession, card: Mapping[str, Any], *, type: str
     )
 
 
-def _id(value: Any) -> Any:
-    """An id as the payload's JSON has it: the driver's own UUIDs (rows just written and
-    returned) as their text, which the serializer writes as it is (it takes a slow path
-    for them, 20,000 payloads at a time in a sync); the same JSON."""
-    return value if value is None or type(value) is uuid.UUID else str(value)
+# A link's events, made by the database from the link as the transaction has just written
+# it (one statement for the 20,000 links of a work-unit sync, or for one).
+LINK_EVENTS = RowEvents(
+    table=outbox,
+    aggregate_type="link",
+    rows="JOIN mobility.links AS l ON l.id = w.id "
+    "LEFT JOIN mobility.orgs AS r ON r.org_id = l.residence_org_id "
+    "LEFT JOIN mobility.orgs AS k ON k.org_id = l.workplace_org_id",
+    aggregate_id="l.id",
+    aggregate_version="l.version",
+    shard_key="l.shard_key",
+    org_paths=("r.path", "k.path"),
+    payload={
+        "link_id": "l.id",
+        "member_id": "l.member_id",
+        "workplace_org_id": "l.workplace_org_id",
+        "residence_org_id": "l.residence_org_id",
+        "mode": "l.mode",
+        "status": "l.status",
+        "reported_on": "l.reported_on",
+        "ended_on": "l.ended_on",
+        "version": "l.version",
+    },
+)
 
 
-def link_payload(link: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "link_id": _id(link["id"]),
-        "member_id": _id(link["member_id"]),
-        "workplace_org_id": _id(link["workplace_org_id"]),
-        "residence_org_id": _id(link["residence_org_id"]),
-        "mode": link["mode"],
-        "status": link["status"],
-        "reported_on": link.get("reported_on"),
-        "ended_on": link.get("ended_on"),
-        "version": link["version"],
-    }
-
-
-def link_event(link: Mapping[str, Any], *, type: str, paths: Mapping[Any, str]) -> EventRow:
-    return EventRow(
-        type=type,
-        aggregate_type="link",
-        aggregate_id=link["id"],
-        aggregate_version=int(link["version"]),
-        payload=link_payload(link),
-        org_paths=[paths.get(link["residence_org_id"]), paths.get(link["workplace_org_id"])],
-        shard_key=link["shard_key"],
-    )
-
-
-async def emit_links(
-    session: AsyncSession, rows: Iterable[Mapping[str, Any]], *, type: str
-) -> None:
-    """`link.created`, `link.reported`, `link.ended` for one or many links."""
-    rows = list(rows)
-    if not rows:
-        return
-    ids = {r["residence_org_id"] for r in rows} | {r["workplace_org_id"] for r in rows}
-    paths = await _paths(session, ids)
-    await emit_many(session, outbox, [link_event(r, type=type, paths=paths) for r in rows])
+async def emit_links(session: AsyncSession, link_ids: Iterable[uuid.UUID], *, type: str) -> None:
+    """`link.created`, `link.reported`, `link.ended` for one or many links (in the order
+    given), each with the link's state as written."""
+    await emit_rows(session, LINK_EVENTS, link_ids, type=type)
 
 
 async def emit_feedback(

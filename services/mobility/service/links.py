@@ -169,7 +169,7 @@ async def create_link(session: AsyncSession, *, data: LinkCreate, principal: Pri
         record_id=row.id,
         subject_member_id=row.member_id,
     )
-    await emit_links(session, [row._mapping], type="link.created")
+    await emit_links(session, [row.id], type="link.created")
     return row
 
 
@@ -283,7 +283,7 @@ async def _change(
     )
     await emit_links(
         session,
-        [updated._mapping],
+        [updated.id],
         type=action.replace("link.report", "link.reported").replace("link.end", "link.ended"),
     )
     return updated

@@ -210,7 +210,7 @@ async def sync_members(
             .execution_options(synchronize_session=False),
             changed,
         )
-    ended: list[Any] = []
+    ended: list[uuid.UUID] = []
     if data.mode == "full":
         gone = [
             link.id
@@ -220,7 +220,7 @@ async def sync_members(
         ]
         if gone:
             ended = list(
-                await session.execute(
+                await session.scalars(
                     update(links)
                     .where(lc.id == func.any(gone))
                     .values(
@@ -230,10 +230,10 @@ async def sync_members(
                         updated_at=func.now(),
                         change_seq=change_seq.next_value(),
                     )
-                    .returning(links)
+                    .returning(lc.id)
                 )
             )
-    await emit_links(session, [r._mapping for r in ended], type="link.ended")
+    await emit_links(session, ended, type="link.ended")
     await audit.record(
         session, audit_log, principal, action="sync.members", resource="org", record_id=org_id
     )
@@ -304,7 +304,8 @@ async def _link_new(
     session: AsyncSession, org_id: uuid.UUID, new: dict[uuid.UUID, tuple[SyncMember, uuid.UUID]]
 ) -> list[Mapping[str, Any]]:
     """Links for members the unit had none for (`{member: (row, residence org)}`), with
-    their `link.created` events; the rows written (their values as given)."""
+    their `link.created` events; the rows written (their values as given: the rest are
+    the columns' defaults)."""
     if not new:
         return []
     # The new links' keys: their members', one statement for all.
@@ -319,9 +320,6 @@ async def _link_new(
             "residence_org_id": residence,
             "mode": row.mode.value,
             "external_id": row.external_id,
-            # Given, not left to the defaults: the events are made from these values.
-            "status": LinkStatus.pending.value,
-            "version": 1,
         }
         for (member_id, (row, residence)), key, link_id in zip(
             new.items(), keys, new_ids(len(new)), strict=True
@@ -331,7 +329,7 @@ async def _link_new(
     created = await copy_skipping_conflicts(
         session, links, rows, on_conflict="ON CONFLICT DO NOTHING"
     )
-    await emit_links(session, created, type="link.created")
+    await emit_links(session, [link["id"] for link in created], type="link.created")
     return created
 
 

@@ -548,18 +548,16 @@ class _Importer:
         if values:
             stmt = insert(table).returning(table.c.id)
             inserted = set((await self.session.execute(stmt, values)).scalars())
-        members: list[dict[str, Any]] = []
-        by_id = {v["id"]: v for v in values}
+        registered: list[uuid.UUID] = []
         for row in rows:
             if row.member_id in inserted:
                 row.status = RowStatus.created
-                members.append(by_id[row.member_id])
+                registered.append(row.member_id)
             else:
                 row.status = None
                 row.member_id = None
                 row.fail("id_number", "was registered by another request meanwhile")
-        paths = {ref_id: ref.path for ref_id, ref in self.orgs_by_id.items()}
-        await emit_members_registered(self.session, members, paths=paths)
+        await emit_members_registered(self.session, registered)
 
     # -- results --
 

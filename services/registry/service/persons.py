@@ -103,14 +103,12 @@ async def resolve_persons(
             rows.append(checked)
     holders = await _holders(session, list({r.digest for r in rows}))
     wanted = {codes[r.at] for r in rows if codes[r.at]}
-    orgs: dict[str, tuple[uuid.UUID, str, uuid.UUID]] = {}
+    orgs: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}  # code → (id, shard key)
     if wanted:
         found = await session.execute(
-            select(col(Org.code), col(Org.id), col(Org.path), col(Org.shard_key)).where(
-                col(Org.code).in_(wanted)
-            )
+            select(col(Org.code), col(Org.id), col(Org.shard_key)).where(col(Org.code).in_(wanted))
         )
-        orgs = {r.code: (r.id, str(r.path), r.shard_key) for r in found}
+        orgs = {r.code: (r.id, r.shard_key) for r in found}
     new: dict[bytes, dict[str, Any]] = {}
     waiting: list[_Row] = []
     ids = iter(new_ids(len(rows)))  # at most one new record a row
@@ -133,7 +131,7 @@ async def resolve_persons(
                 persons,
                 member_id=next(ids),
                 residence_org_id=residence[0],
-                shard_key=residence[2],
+                shard_key=residence[1],
                 crypto=crypto,
             )
             created_now[at] = True
@@ -146,12 +144,9 @@ async def resolve_persons(
         created_now[at] = created_now[at] and row.digest in created
         if member_ids[at] is None:
             errors[at] = "the record could not be registered"
-    # The event payload reads the column values just inserted: plain mappings, not ORM
-    # instances (20k of those cost seconds).
-    members = [card for digest, card in new.items() if digest in created]
-    await _audit(session, principal, [m["id"] for m in members])
-    paths = {org_id: path for org_id, path, _ in orgs.values()}
-    await emit_members_registered(session, members, paths=paths)
+    registered = [card["id"] for digest, card in new.items() if digest in created]
+    await _audit(session, principal, registered)
+    await emit_members_registered(session, registered)
     return {
         "member_id": member_ids,
         "created": created_now,
