@@ -287,7 +287,7 @@ class RowEvents:
     payloads is most of the work. `rows` is the FROM clause after the ids
     (`unnest(:ids) WITH ORDINALITY AS w(id, n)`), joining the written rows on `w.id`; the
     other fields are SQL expressions over it. The payload's keys are fixed here, so no
-    sensitive one can slip in (checked when the statement is made)."""
+    sensitive one can slip in (checked when they are declared)."""
 
     table: Table
     aggregate_type: str
@@ -299,6 +299,8 @@ class RowEvents:
     payload: Mapping[str, str]  # key → SQL expression of its value (as `jsonb`)
 
     def __post_init__(self) -> None:
+        if not all(key.isidentifier() for key in self.payload):
+            raise ValueError("payload keys are plain names (they become column aliases)")
         refused = SENSITIVE_KEYS.intersection(self.payload)
         if refused:
             raise SensitiveField(f"payload.{min(refused)} may not appear in an event")
@@ -312,7 +314,9 @@ class RowEvents:
             f"WHEN {b} IS NULL OR {a} = {b} THEN ARRAY[{a}] WHEN {a} IS NULL THEN ARRAY[{b}] "
             f"WHEN {a} < {b} THEN ARRAY[{a}, {b}] ELSE ARRAY[{b}, {a}] END"
         )
-        fields = ", ".join(f"'{key}', {value}" for key, value in self.payload.items())
+        # One record made JSON (`to_jsonb` of a row: cheaper than `jsonb_build_object`,
+        # which looks up the type of every argument again for every row).
+        fields = ", ".join(f'{value} AS "{key}"' for key, value in self.payload.items())
         # Expressions and names are this module's callers' code, never input; the ids,
         # the type and the event ids are bound or drawn per row.
         return text(
@@ -320,7 +324,7 @@ class RowEvents:
             "aggregate_id, aggregate_version, org_paths, shard_key, payload) "
             f"SELECT gen_random_uuid(), CAST(:type AS text), '{self.aggregate_type}', "
             f"{self.aggregate_id}, {self.aggregate_version}, {paths}, {self.shard_key}, "
-            f"jsonb_build_object({fields}) "
+            f"(SELECT to_jsonb(x) FROM (SELECT {fields}) AS x) "
             f"FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS w(id, n) {self.rows} "
             "ORDER BY w.n"
         )
