@@ -3,8 +3,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
-from tests.registry.factories import Tree, make_org
+from tests.registry.factories import Tree, make_member, make_org
 
 ORGS = "/api/v1/registry/orgs"
 
@@ -186,3 +187,23 @@ class TestAuth:
             r = await c.get(ORGS)
             assert r.status_code == 401
             assert r.headers["content-type"] == "application/problem+json"
+
+    @pytest.mark.parametrize(
+        "authorization",
+        [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc", "bearer not-a-jwt"],
+    )
+    async def test_the_member_card_read_takes_only_a_valid_bearer_token(
+        self, app: object, admin: httpx.AsyncClient, tree: Tree, authorization: str | None
+    ) -> None:
+        """The card read resolves its caller without FastAPI's dependencies: the same 401
+        (problem+json) as every other route for no, another or a bad scheme or token."""
+        from tests.helpers import client
+
+        member = await make_member(admin, org_id=tree.community_a["id"])
+        headers = {} if authorization is None else {"Authorization": authorization}
+        async with client(app) as c:  # type: ignore[arg-type]
+            r = await c.get(f"/api/v1/registry/members/{member['id']}", headers=headers)
+            orgs = await c.get(ORGS, headers=headers)
+        assert r.status_code == orgs.status_code == 401, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["title"] == orgs.json()["title"]
