@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic_core import to_json
 
 from common.auth import ALGORITHM, SERVICE_ISSUER
 from common.errors import ServiceUnavailable
@@ -49,10 +50,16 @@ async def call_service(
     """One request to another service; an unreachable service or missing key is a 503."""
     if not private_key_pem:
         raise ServiceUnavailable("No service key is configured for calls to other services.")
-    headers = {"Authorization": f"Bearer {service_token(private_key_pem, subject=subject)}"}
+    headers = {
+        "Authorization": f"Bearer {service_token(private_key_pem, subject=subject)}",
+        "Content-Type": "application/json",
+    }
     inject_trace(headers)  # the caller's trace goes on (nothing when tracing is off)
+    # Serialized by pydantic-core (a bulk call carries tens of thousands of values: several
+    # times faster than the `json` module httpx would use; the same JSON).
+    body = to_json(json)
     try:
         async with httpx.AsyncClient(transport=transport, timeout=timeout_s) as client:
-            return await client.request(method, url, json=json, headers=headers)
+            return await client.request(method, url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(f"Another service could not be reached: {url}.") from exc
