@@ -72,6 +72,24 @@ def member_key(member_id: Any) -> ColumnElement[uuid.UUID]:
     return func.coalesce(projected, _unsharded())
 
 
+async def member_keys(
+    session: AsyncSession, member_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """`member_key` of many members read in one statement (for rows written in bulk, where
+    a subquery per row made the INSERT itself a new statement to build and plan each time):
+    each member's projected key, `UNSHARDED` for one not projected yet."""
+    wanted = list(dict.fromkeys(member_ids))
+    found = {
+        r.member_id: r.shard_key
+        for r in await session.execute(
+            select(members.c.member_id, members.c.shard_key).where(
+                members.c.member_id == any_(literal(wanted, _UUIDS))
+            )
+        )
+    }
+    return {m: known(found.get(m)) for m in wanted}
+
+
 async def rekey_members(session: AsyncSession, which: ColumnElement[bool]) -> int:
     """The rows of the members matching `which` (a condition on `members`) take each
     member's projected key where they hold another: one statement for all the tables.

@@ -117,25 +117,27 @@ async def settle_many(
     due = [(s, d) for s, d in zip(settlements, deltas, strict=True) if d != 0]
     if not due:
         return deltas
+    member_keys = await keys.member_keys(session, (s.member_id for s, _ in due))
+    # One statement whatever the number of rows (its form does not change with it, so it
+    # is built and planned once), the keys read above.
     entries = (
         await session.execute(
-            insert(points_ledger)
-            .values(
-                [
-                    {
-                        "shard_key": keys.member_key(s.member_id),
-                        "member_id": s.member_id,
-                        "org_id": s.org_id,
-                        "year": year,
-                        "points": delta,
-                        "reason": reason,
-                        "source_id": source_id,
-                        "created_by": actor,
-                    }
-                    for s, delta in due
-                ]
-            )
-            .returning(points_ledger.c.id, points_ledger.c.shard_key, points_ledger.c.member_id)
+            insert(points_ledger).returning(
+                points_ledger.c.id, points_ledger.c.shard_key, points_ledger.c.member_id
+            ),
+            [
+                {
+                    "shard_key": member_keys[s.member_id],
+                    "member_id": s.member_id,
+                    "org_id": s.org_id,
+                    "year": year,
+                    "points": delta,
+                    "reason": reason,
+                    "source_id": source_id,
+                    "created_by": actor,
+                }
+                for s, delta in due
+            ],
         )
     ).all()
     by_member = {e.member_id: e for e in entries}
