@@ -20,7 +20,6 @@ from sqlalchemy import (
     String,
     Table,
     func,
-    insert,
     select,
     text,
     tuple_,
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.auth import Principal, PrincipalDep, Role
 from common.context import client_addr_var, request_id_var
-from common.db import SessionDep
+from common.db import SessionDep, insert_into
 from common.errors import Forbidden
 from common.pagination import (
     DEFAULT_LIMIT,
@@ -159,18 +158,19 @@ async def record(
     outcome: str = "success",
 ) -> None:
     await session.execute(
-        insert(table).values(
-            id=uuid.uuid4(),
-            actor=principal.username or principal.subject,
-            role=principal.role.value,
-            action=action,
-            resource=resource,
-            record_id=record_id,
-            subject_member_id=subject_member_id,
-            outcome=outcome,
-            client_addr=client_addr_var.get(),
-            request_id=request_id_var.get(),
-        )
+        insert_into(table),
+        {
+            "id": uuid.uuid4(),
+            "actor": principal.username or principal.subject,
+            "role": principal.role.value,
+            "action": action,
+            "resource": resource,
+            "record_id": record_id,
+            "subject_member_id": subject_member_id,
+            "outcome": outcome,
+            "client_addr": client_addr_var.get(),
+            "request_id": request_id_var.get(),
+        },
     )
 
 

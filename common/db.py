@@ -3,12 +3,13 @@ session, constraint naming, and the `ltree` column type used for org paths."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, cast, event
+from sqlalchemy import Insert, MetaData, Table, cast, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -143,6 +144,15 @@ def _register_ltree_reflection() -> None:
 
 
 _register_ltree_reflection()
+
+
+@functools.cache
+def insert_into(table: Table) -> Insert:
+    """`INSERT INTO table`, built once: a one-row write passes its values as the execution's
+    parameters (`session.execute(insert_into(t), {...})`) instead of building a new
+    statement with `.values(...)` each time (its bind parameters, per call, on every
+    audited or evented write); the compiled form is cached either way."""
+    return insert(table)
 
 
 def check_in(column: str, values: Iterable[str]) -> str:

@@ -34,7 +34,6 @@ from sqlalchemy import (
     UniqueConstraint,
     cast,
     func,
-    insert,
     select,
     text,
     tuple_,
@@ -46,7 +45,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import UserDefinedType
 
 from common.bulk import copy_records, new_ids
-from common.db import NAMING_CONVENTION
+from common.db import NAMING_CONVENTION, insert_into
 
 CHANNEL = "lianxin_outbox"
 # Never in an event: the personal data only the owning service keeps (see API.md).
@@ -198,16 +197,17 @@ async def emit(
     _refuse_sensitive(payload)
     event_id = uuid.uuid4()
     await session.execute(
-        insert(table).values(
-            event_id=event_id,
-            type=type,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            aggregate_version=aggregate_version,
-            org_paths=sorted({p for p in org_paths if p}),
-            shard_key=shard_key,
-            payload=to_jsonable_python(dict(payload)),
-        )
+        insert_into(table),
+        {
+            "event_id": event_id,
+            "type": type,
+            "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id,
+            "aggregate_version": aggregate_version,
+            "org_paths": sorted({p for p in org_paths if p}),
+            "shard_key": shard_key,
+            "payload": to_jsonable_python(dict(payload)),
+        },
     )
     return event_id
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, text
+from sqlalchemy import Select, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -208,28 +208,35 @@ async def list_rules(
     return out
 
 
+def _rule_query(typed: bool) -> Select[Any]:
+    """The rule in force for `:org_id` (its own, else the nearest ancestor's with one, else
+    the system's) for `:source` and `:activity_type` (`typed`) or no type; built once, run
+    with parameters. No org: only the system's rule (`path @> NULL` holds for no org)."""
+    org_path = select(orgs.c.path).where(orgs.c.org_id == bindparam("org_id")).scalar_subquery()
+    kind = points_rules.c.activity_type
+    return (
+        select(points_rules.c.points, points_rules.c.org_id)
+        .select_from(points_rules.outerjoin(orgs, orgs.c.org_id == points_rules.c.org_id))
+        .where(
+            points_rules.c.source == bindparam("source"),
+            kind == bindparam("activity_type") if typed else kind.is_(None),
+            or_(points_rules.c.org_id.is_(None), orgs.c.path.op("@>")(org_path)),
+        )
+        .order_by(func.nlevel(orgs.c.path).desc().nulls_last())
+        .limit(1)
+    )
+
+
+_RULE = {typed: _rule_query(typed) for typed in (True, False)}
+
+
 async def _effective(
     session: AsyncSession, org_id: uuid.UUID | None, source: PointsSource, activity_type: Any
 ) -> dict[str, Any]:
-    org_path = select(orgs.c.path).where(orgs.c.org_id == org_id).scalar_subquery()
-    row = (
-        await session.execute(
-            select(points_rules.c.points, points_rules.c.org_id)
-            .select_from(points_rules.outerjoin(orgs, orgs.c.org_id == points_rules.c.org_id))
-            .where(
-                points_rules.c.source == source.value,
-                points_rules.c.activity_type.is_(None)
-                if activity_type is None
-                else points_rules.c.activity_type == str(activity_type),
-                or_(
-                    points_rules.c.org_id.is_(None),
-                    and_(literal(org_id is not None), orgs.c.path.op("@>")(org_path)),
-                ),
-            )
-            .order_by(func.nlevel(orgs.c.path).desc().nulls_last())
-            .limit(1)
-        )
-    ).first()
+    params: dict[str, Any] = {"org_id": org_id, "source": source.value}
+    if activity_type is not None:
+        params["activity_type"] = str(activity_type)
+    row = (await session.execute(_RULE[activity_type is not None], params)).first()
     return {
         "source": source,
         "activity_type": activity_type,
