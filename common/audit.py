@@ -6,8 +6,10 @@ sensitive value (ID number, phone, notes, whereabouts) as any of these fields.""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter
@@ -28,6 +30,7 @@ from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.auth import Principal, PrincipalDep, Role
+from common.bulk import copy_rows, new_ids
 from common.context import client_addr_var, request_id_var
 from common.db import SessionDep, insert_into
 from common.errors import Forbidden
@@ -146,6 +149,29 @@ def drop_append_only_sql(schema: str, table: str = "audit_log") -> list[str]:
     ]
 
 
+def _entry(
+    principal: Principal,
+    *,
+    action: str,
+    resource: str,
+    record_id: UUID | None,
+    subject_member_id: UUID | None,
+    outcome: str,
+) -> dict[str, Any]:
+    """One audit row: who, from where and in which request, did what to which record."""
+    return {
+        "actor": principal.username or principal.subject,
+        "role": principal.role.value,
+        "action": action,
+        "resource": resource,
+        "record_id": record_id,
+        "subject_member_id": subject_member_id,
+        "outcome": outcome,
+        "client_addr": client_addr_var.get(),
+        "request_id": request_id_var.get(),
+    }
+
+
 async def record(
     session: AsyncSession,
     table: Table,
@@ -157,21 +183,41 @@ async def record(
     subject_member_id: UUID | None = None,
     outcome: str = "success",
 ) -> None:
-    await session.execute(
-        insert_into(table),
-        {
-            "id": uuid.uuid4(),
-            "actor": principal.username or principal.subject,
-            "role": principal.role.value,
-            "action": action,
-            "resource": resource,
-            "record_id": record_id,
-            "subject_member_id": subject_member_id,
-            "outcome": outcome,
-            "client_addr": client_addr_var.get(),
-            "request_id": request_id_var.get(),
-        },
+    entry = _entry(
+        principal,
+        action=action,
+        resource=resource,
+        record_id=record_id,
+        subject_member_id=subject_member_id,
+        outcome=outcome,
     )
+    await session.execute(insert_into(table), {"id": uuid.uuid4(), **entry})
+
+
+async def record_members(
+    session: AsyncSession,
+    table: Table,
+    principal: Principal,
+    member_ids: Sequence[UUID],
+    *,
+    action: str,
+    outcome: str = "success",
+) -> None:
+    """`record` of one `action` on each of many members (bulk writes): one entry per member,
+    its record and its subject, written with one COPY."""
+    base = _entry(
+        principal,
+        action=action,
+        resource="member",
+        record_id=None,
+        subject_member_id=None,
+        outcome=outcome,
+    )
+    entries = [
+        base | {"id": entry_id, "record_id": member, "subject_member_id": member}
+        for member, entry_id in zip(member_ids, new_ids(len(member_ids)), strict=True)
+    ]
+    await copy_rows(session, table, entries)
 
 
 class AuditEntry(BaseModel):

@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import UserDefinedType
@@ -334,10 +335,17 @@ async def emit_rows(
     session: AsyncSession, events: RowEvents, ids: Iterable[uuid.UUID], *, type: str
 ) -> None:
     """One `type` event per row of `ids` (in their order), made by the database from the
-    row as the transaction sees it now: one statement, whatever the number."""
+    row as the transaction sees it now: one statement, whatever the number. An id with no
+    row (a caller's mistake) fails the transaction rather than lose its event."""
     wanted = list(ids)
-    if wanted:
-        await session.execute(events.statement, {"ids": wanted, "type": type})
+    if not wanted:
+        return
+    written = await session.execute(events.statement, {"ids": wanted, "type": type})
+    made = written.rowcount if isinstance(written, CursorResult) else -1
+    if made != len(wanted):
+        raise RuntimeError(
+            f"{type}: {len(wanted)} ids given, {made} {events.aggregate_type} rows found"
+        )
 
 
 @dataclass(frozen=True)

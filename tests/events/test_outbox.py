@@ -19,6 +19,7 @@ from common.events.outbox import (
     SensitiveField,
     emit,
     emit_many,
+    emit_rows,
     read_after,
 )
 from services.registry.models import outbox
@@ -268,3 +269,17 @@ def _probe_row(payload: dict[str, object]) -> EventRow:
         aggregate_version=1,
         payload=payload,
     )
+
+
+async def test_an_id_without_its_row_fails_rather_than_lose_its_event(
+    committed_db: Sessions,
+) -> None:
+    """Events made by the database for ids given: one with no row is the caller's
+    mistake, and the statement fails instead of writing the others without it."""
+    from services.registry.events import MEMBERS_REGISTERED
+
+    async with committed_db() as session:
+        with pytest.raises(RuntimeError, match="1 ids given, 0 member rows found"):
+            await emit_rows(session, MEMBERS_REGISTERED, [uuid.uuid4()], type="member.registered")
+        await session.rollback()
+    assert await rows(committed_db, "SELECT 1 FROM registry.outbox") == []

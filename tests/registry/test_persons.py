@@ -164,6 +164,47 @@ class TestResolvePersons:
         assert events[0].org_paths == [path]
         assert not {"id_number", "phone", "address"} & set(payload)
 
+    async def test_each_registered_person_has_its_audit_entry(
+        self, app: FastAPI, tree: Tree, db: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """One `member.create` entry per record created (none for one found), naming the
+        calling service, the member as record and subject, and the request."""
+        persons = [person(i, tree.community_a) for i in (20, 21)]
+        async with client(app, service()) as c:
+            first = await c.post(URL, json={"persons": columns(persons[:1])})
+            r = await c.post(
+                URL, json={"persons": columns(persons)}, headers={"X-Request-ID": "bulk-audit-1"}
+            )
+        assert first.status_code == r.status_code == 200, r.text
+        found = rows(r.json()["results"])
+        async with db() as s:
+            entries = (
+                await s.execute(
+                    text(
+                        "SELECT actor, role, action, resource, record_id, subject_member_id, "
+                        "outcome, request_id FROM registry.audit_log "
+                        "WHERE record_id = ANY(CAST(:ids AS uuid[]))"
+                    ),
+                    {"ids": [f["member_id"] for f in found]},
+                )
+            ).all()
+        assert [f["created"] for f in found] == [False, True]
+        new, old = uuid.UUID(found[1]["member_id"]), uuid.UUID(found[0]["member_id"])
+        by_record = {e.record_id: e for e in entries}
+        assert len(entries) == 2 and set(by_record) == {old, new}
+        for member in (old, new):
+            assert tuple(by_record[member])[:7] == (
+                "service:mobility",
+                "service",
+                "member.create",
+                "member",
+                member,
+                member,
+                "success",
+            )
+        assert by_record[new].request_id == "bulk-audit-1"
+        assert by_record[old].request_id != "bulk-audit-1"  # made by the first call
+
     async def test_without_create_missing_unknown_numbers_are_an_error(
         self, app: FastAPI, tree: Tree
     ) -> None:

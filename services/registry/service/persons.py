@@ -13,9 +13,9 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from common import audit
 from common.auth import Principal, Role
 from common.bulk import copy_rows, new_ids
-from common.context import client_addr_var, request_id_var
 from common.errors import Forbidden
 from common.sharding import member_shard_key
 from services.registry import idnumber
@@ -145,7 +145,7 @@ async def resolve_persons(
         if member_ids[at] is None:
             errors[at] = "the record could not be registered"
     registered = [card["id"] for digest, card in new.items() if digest in created]
-    await _audit(session, principal, registered)
+    await audit.record_members(session, audit_log, principal, registered, action="member.create")
     await emit_members_registered(session, registered)
     return {
         "member_id": member_ids,
@@ -199,20 +199,3 @@ async def _insert(session: AsyncSession, cards: list[dict[str, Any]]) -> dict[by
     mine = [c for c in cards if c["id_number_hash"] in claimed]
     await copy_rows(session, cast(Table, Member.__table__), mine)
     return {c["id_number_hash"]: c["id"] for c in mine}
-
-
-async def _audit(session: AsyncSession, principal: Principal, member_ids: list[uuid.UUID]) -> None:
-    base = {
-        "actor": principal.username or principal.subject,
-        "role": principal.role.value,
-        "action": "member.create",
-        "resource": "member",
-        "outcome": "success",
-        "client_addr": client_addr_var.get(),
-        "request_id": request_id_var.get(),
-    }
-    entries = [
-        base | {"id": entry_id, "record_id": i, "subject_member_id": i}
-        for i, entry_id in zip(member_ids, new_ids(len(member_ids)), strict=True)
-    ]
-    await copy_rows(session, audit_log, entries)
