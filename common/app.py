@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from common.auth import TokenVerifier
 from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers, problem_openapi, problem_responses
+from common.lane import Lane, bodyless
 from common.logs import configure_logging
-from common.metrics import install_metrics
+from common.metrics import RequestRecorder, install_metrics
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from common.settings import BaseAppSettings
 from common.tracing import TracingMiddleware, instrument_engine, setup_tracing
@@ -36,7 +41,7 @@ def create_service_app(
     on_startup: Callable[[FastAPI], Any] | None = None,
     on_shutdown: Callable[[FastAPI], Any] | None = None,
     upload_paths: Sequence[str] = (),
-) -> FastAPI:
+) -> ServiceApp:
     configure_logging(settings.log_level)
     name = title.split()[-1].lower()
     tracing = setup_tracing(name, settings.otel_exporter_otlp_endpoint)
@@ -68,7 +73,7 @@ def create_service_app(
             if tracing is not None:
                 tracing.shutdown()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         description=description,
         version="1.0.0",
@@ -95,10 +100,12 @@ def create_service_app(
 
     app.add_middleware(DeprecationMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    install_metrics(app, name, schema=name)  # inside the request id
+    metrics = install_metrics(app, name, schema=name)  # inside the request id
     app.state.tracing = tracing
     if tracing is not None:  # a span around the metrics, inside the request id
         app.add_middleware(TracingMiddleware, tracer=tracing.tracer)
+    else:  # a traced request takes the stack, whose middleware makes its span
+        app.lane = Lane(app, RequestRecorder(metrics), trust_forwarded=True)
     app.add_middleware(RequestContextMiddleware)
 
     for router in routers:
@@ -127,6 +134,48 @@ def create_service_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+HotEndpoint = Callable[[uuid.UUID, Request], Awaitable[Response]]
+
+
+class ServiceApp(FastAPI):
+    """A service's app: the reads registered with `hot_read` take the lane
+    (`common.lane`) when tracing is off; every other request, the whole stack."""
+
+    lane: Lane | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot: dict[str, tuple[str, HotEndpoint]] = {}
+
+    def hot_read(self, template: str, endpoint: HotEndpoint) -> None:
+        """`GET <prefix>{name}` — an id as the last segment — answered by
+        `endpoint(id, request)` through the lane. The same endpoint stays declared as a
+        route (the document, and every request the lane does not take: a traced one, an
+        id not in the canonical form, which the route's validation answers); it must not
+        be a deprecated route (the stack announces those)."""
+        prefix, _, last = template.rpartition("/")
+        if not (last.startswith("{") and last.endswith("}")):
+            raise ValueError(f"a hot read ends in one path parameter: {template!r}")
+        self.hot[prefix + "/"] = (template, endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.lane
+        if lane is not None and self.hot and scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            cut = path.rfind("/") + 1
+            target = self.hot.get(path[:cut])
+            if target is not None and len(path) - cut == 36 and bodyless(scope):
+                try:
+                    key = uuid.UUID(path[cut:])
+                except ValueError:
+                    pass
+                else:
+                    template, endpoint = target
+                    await lane.serve(scope, receive, send, template, partial(endpoint, key))
+                    return
+        await super().__call__(scope, receive, send)
 
 
 def serving(app: FastAPI) -> FastAPI:

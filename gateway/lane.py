@@ -1,17 +1,8 @@
 """The gateway's lane for proxied requests without a body (reads, deletes): the most
-frequent requests, and the ones a phone waits for.
-
-Through the full stack a proxied read passes a dozen ASGI layers (the framework's own
-telemetry, error and exit-stack layers, the routing, and each of the gateway's
-middleware), each wrapping `send` once more; that cost as much CPU as the proxying itself.
-The lane does the same work in one place, outside that stack, for exactly the requests
-where it is the same work:
-
-- the request id (taken or made, echoed, on the logs' context), as `RequestContextMiddleware`;
-- the request counted, timed and logged under the proxy route's label, as `MetricsMiddleware`;
-- the edge's headers (`EdgeHeaders`), as `SecurityHeadersMiddleware`;
-- credentials, the rate limit and the relay (`Proxy.forward`), as the proxy route;
-- an error rendered by the app's own exception handlers (a problem), as the stack would.
+frequent requests, and the ones a phone waits for. They take `common.lane.Lane` — the
+request id, metrics and problems of the stack in one place — with the edge's headers
+(`EdgeHeaders`, as `SecurityHeadersMiddleware`) and credentials, the rate limit and the
+relay (`Proxy.forward`, as the proxy route).
 
 Everything else goes through the stack: any request with a body (the body limit applies),
 a cross-origin request when CORS is configured, every request when tracing is on, and any
@@ -19,16 +10,13 @@ path that is not under a service's prefix."""
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import TYPE_CHECKING
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from common.context import client_addr_var, request_id_var
+from common.lane import Lane, bodyless
 from common.metrics import RequestRecorder
-from common.middleware import request_id_from
 from gateway.middleware import EdgeHeaders
 from gateway.proxy import PROXIED_METHODS, Proxy
 
@@ -52,9 +40,11 @@ class ProxyLane:
         requests are counted under."""
         self.app = app
         self.routes = {f"/api/v1/{name}/": (name, label) for name, label in routes.items()}
-        self.recorder = recorder
-        self.edge = edge
         self.cors = cors
+        # The gateway faces clients: what one says about its own address is not believed.
+        self.lane = Lane(
+            app, recorder, trust_forwarded=False, finish_headers=partial(edge.apply, api=True)
+        )
 
     def takes(self, scope: Scope) -> tuple[str, str] | None:
         """The service and route label of a request the lane serves, else None."""
@@ -65,14 +55,10 @@ class ProxyLane:
         if end < 0:
             return None
         target = self.routes.get(path[: end + 1])
-        if target is None:
+        if target is None or not bodyless(scope):
             return None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.strip() not in (b"", b"0"):
-                    return None
-            elif name == b"transfer-encoding" or (self.cors and name == b"origin"):
-                return None
+        if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
+            return None
         return target
 
     async def __call__(
@@ -80,60 +66,7 @@ class ProxyLane:
     ) -> None:
         service, route = target
         proxy: Proxy = self.app.state.proxy
-        given = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = value
-                break
-        rid = request_id_from(given)
-        client = scope.get("client")
-        rid_token = request_id_var.set(rid)
-        addr_token = client_addr_var.set(client[0] if client else None)
-        scope.setdefault("state", {})["request_id"] = rid
-        rid_header = (b"x-request-id", rid.encode())
-        status = 500
-        failed = False
-        start = time.perf_counter()
-        in_flight = self.recorder.metrics.in_flight
-        in_flight.inc()
-
-        async def send_edge(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                headers.append(rid_header)
-                message["headers"] = self.edge.apply(headers, api=True)
-            await send(message)
-
-        try:
-            request = Request(scope, receive)
-            try:
-                response = await proxy.forward(request, service, scope["path"])
-            except Exception as exc:
-                response = await self._problem(request, exc)
-            await response(scope, receive, send_edge)
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            in_flight.dec()
-            self.recorder.record(
-                scope["method"],
-                route,
-                status,
-                time.perf_counter() - start,
-                failed=failed,
-                path=scope["path"],
-            )
-            request_id_var.reset(rid_token)
-            client_addr_var.reset(addr_token)
-
-    async def _problem(self, request: Request, exc: Exception) -> Response:
-        """The answer the app's exception handlers give to `exc` (the nearest class's)."""
-        handlers = self.app.exception_handlers
-        for cls in type(exc).__mro__:
-            handler = handlers.get(cls)
-            if handler is not None:
-                return await handler(request, exc)  # type: ignore[no-any-return,misc]
-        raise exc
+        path: str = scope["path"]
+        await self.lane.serve(
+            scope, receive, send, route, lambda request: proxy.forward(request, service, path)
+        )

@@ -84,6 +84,8 @@ def create_app(
         on_shutdown=on_shutdown,
     )
     app.state.crypto = FieldCrypto.from_settings(settings)
+    # The card a phone reads most, past the middleware stack (`common.lane`).
+    app.hot_read(f"{PREFIX}/members/{{member_id}}", members.get_member)
     return app
 
 

@@ -161,9 +161,10 @@ async def list_members(
     responses=problem_responses(403, 404),
     openapi_extra=BEARER_SECURITY,
 )
-async def get_member(member_id: uuid.UUID, request: Request, response: Response) -> Response:
-    # The read a phone makes most resolves its caller and keys itself, without FastAPI's
-    # dependency solving (a quarter of this request's CPU); the hot path needs no session
+async def get_member(member_id: uuid.UUID, request: Request) -> Response:
+    # The read a phone makes most: it takes the app's lane past the middleware stack (see
+    # `common.lane`; registered in `services.registry.app`), so it resolves its caller and
+    # keys itself, without FastAPI's dependency solving; the hot path needs no session
     # (see `member_read`), the ORM path opens one itself.
     principal = bearer_principal(request)
     crypto: FieldCrypto = request.app.state.crypto
@@ -180,9 +181,10 @@ async def get_member(member_id: uuid.UUID, request: Request, response: Response)
         )
     async with request.app.state.sessionmaker() as session:
         member = await service.get_member(session, member_id=member_id, principal=principal)
-    _single(request, response, member, member_id)
     body = to_public(member, crypto=crypto, principal=principal).model_dump_json()
-    return Response(body, media_type="application/json", headers=dict(response.headers))
+    response = Response(body, media_type="application/json")
+    _single(request, response, member, member_id)
+    return response
 
 
 @router.patch(
