@@ -251,10 +251,13 @@ def measure(
 ) -> Measurement:
     asyncio.run(load(urls, token, concurrency=concurrency, seconds=warmup_s))
     before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    client_before = time.process_time()
     latencies, errors, elapsed = asyncio.run(
         load(urls, token, concurrency=concurrency, seconds=duration_s)
     )
     cpu = {k: cpu_seconds(pid) - before[k] for k, pid in pids.items()}
+    # The load generator's own (this process, not its children) shares the same cores.
+    cpu["client"] = time.process_time() - client_before
     m = summarize(target, latencies, errors, elapsed, cpu)
     print(f"  {m.target}: {m.rps} req/s, p50 {m.p50_ms} ms, CPU {m.cpu_ms_per_req}", flush=True)
     return m
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "LIANXIN_ADMIN_PASSWORD": "",
             "LIANXIN_CONSUMERS_ENABLED": "false",
         }
+        db = {"postgres": cluster.pid} if cluster.pid is not None else {}
         registry = start("services.registry.app:app", env, ready="/readyz")
         _, ids = seed(registry.url, token, args.members)
         path = "/api/v1/registry/members/{id}"
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bare FastAPI + asyncpg (1 worker)",
                 [f"{baseline.url}/members/{i}" for i in ids],
                 None,
-                {"app": baseline.pid},
+                {"app": baseline.pid, **db},
                 **opts,
             )
         )
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             "registry (1 worker)",
             [registry.url + p for p in paths],
             token,
-            {"registry": registry.pid},
+            {"registry": registry.pid, **db},
             **opts,
         )
         rows.append(direct1)
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "registry (2 workers)",
             [registry2.url + p for p in paths],
             token,
-            {"registry": registry2.pid},
+            {"registry": registry2.pid, **db},
             **opts,
         )
         rows.append(direct2)
@@ -361,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             "bare aiohttp proxy + registry",
             [bare_proxy.url + p for p in paths],
             token,
-            {"proxy": bare_proxy.pid, "registry": registry.pid},
+            {"proxy": bare_proxy.pid, "registry": registry.pid, **db},
             **opts,
         )
         rows.append(proxied)
@@ -384,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"gateway ({transport}) + registry",
                 urls,
                 token,
-                {"gateway": gateway.pid, "registry": registry.pid},
+                {"gateway": gateway.pid, "registry": registry.pid, **db},
                 **opts,
             )
             gateways[transport] = m

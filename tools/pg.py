@@ -92,6 +92,12 @@ class Cluster:
     def url(self) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children), None when it is down."""
+        info = _pid_info(self.data_dir)
+        return info[0] if info is not None else None
+
 
 def _pid_info(data_dir: Path) -> tuple[int, int] | None:
     pid_file = data_dir / "postmaster.pid"
