@@ -1,17 +1,24 @@
-"""What the gateway costs: one read (`GET /members/{id}`, or `GET /orgs/{id}` while the
-registry has no members API) measured directly against the registry and through the
-gateway, with each of the gateway's upstream clients (its lean HTTP/1.1 client, aiohttp,
-httpx's own), and through a bare aiohttp proxy (`bench/_proxy_baseline.py`: the least a
-Python proxy does, the baseline of the gateway's own CPU per request).
+"""What the gateway costs: the member card (`GET /members/{id}`) read straight from the
+registry and through the gateway, with each of the gateway's upstream clients (its lean
+HTTP/1.1 client, aiohttp, httpx's own), and through a bare aiohttp proxy
+(`bench/_proxy_baseline.py`: the least a Python proxy does, the baseline of the gateway's
+own CPU per request).
 
-One run: a throwaway embedded PostgreSQL, the registry (uvicorn, 1 worker) and the gateway
-(1 worker) as child processes on loopback, seeded through the registry's API. For each
-target: a warm-up, then a fixed number of concurrent clients for a fixed time; requests/s,
-p50/p99 latency, and CPU seconds per request of the gateway and the registry (psutil
-`cpu_times` of their pids, before and after). Prints a table and writes JSON to
+One run: a throwaway embedded PostgreSQL; the registry (uvicorn, 1 worker), the registry
+with 2 workers, a bare FastAPI + asyncpg endpoint, the gateway (1 worker) and the bare
+proxy as child processes on loopback, all up at once, seeded through the registry's API.
+Figures compared with each other are measured in alternating turns (`--slices`) of a
+fixed number of closed-loop clients, so that they see the same minutes of this shared
+machine: the registry against the bare endpoint; the gateway pair (1+1 processes)
+against the registry with two workers, at `--concurrency` clients and at `--saturate`
+clients (enough to keep the two cores busy through the longer chain: each turn reports
+the cores its processes kept busy); the gateway against the bare proxy. Then the gateway
+at a fixed arrival rate (open loop), and the other upstream clients. Requests/s, p50/p99,
+CPU seconds per request of each process (psutil `cpu_times` before and after each turn,
+the load generator's and PostgreSQL's included). Prints a table and writes JSON to
 `bench/results/gateway_overhead.json`. Every process is stopped by its pid at the end.
 
-    python -m bench.gateway_overhead [--duration 8] [--warmup 2] [--concurrency 16]
+    python -m bench.gateway_overhead [--duration 8] [--slices 8] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     cpu_ms_per_req: dict[str, float]
+    cores_busy: float = 0.0
 
 
 def keys() -> tuple[Ed25519PrivateKey, str, str]:
@@ -236,31 +244,64 @@ def summarize(
         p50_ms=round(statistics.median(ordered) * 1000, 2),
         p99_ms=round(ordered[min(n - 1, int(n * 0.99))] * 1000, 2),
         cpu_ms_per_req={k: round(v / n * 1000, 3) for k, v in cpu.items()},
+        cores_busy=round(sum(cpu.values()) / elapsed, 2),
     )
 
 
+@dataclass
+class Setup:
+    """One way of serving the read: its URLs and the processes whose CPU it spends."""
+
+    target: str
+    urls: list[str]
+    token: str | None
+    pids: dict[str, int]
+
+
 def measure(
-    target: str,
-    urls: list[str],
-    token: str | None,
-    pids: dict[str, int],
+    setups: list[Setup],
     *,
     concurrency: int,
     warmup_s: float,
     duration_s: float,
-) -> Measurement:
-    asyncio.run(load(urls, token, concurrency=concurrency, seconds=warmup_s))
-    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
-    client_before = time.process_time()
-    latencies, errors, elapsed = asyncio.run(
-        load(urls, token, concurrency=concurrency, seconds=duration_s)
-    )
-    cpu = {k: cpu_seconds(pid) - before[k] for k, pid in pids.items()}
-    # The load generator's own (this process, not its children) shares the same cores.
-    cpu["client"] = time.process_time() - client_before
-    m = summarize(target, latencies, errors, elapsed, cpu)
-    print(f"  {m.target}: {m.rps} req/s, p50 {m.p50_ms} ms, CPU {m.cpu_ms_per_req}", flush=True)
-    return m
+    slices: int,
+) -> list[Measurement]:
+    """Each setup loaded for `duration_s` in all, in `slices` turns taken in rotation: this
+    machine's speed moves by a third within a minute, and figures compared with each
+    other must see the same mix of it. CPU per request: each process's CPU time over the
+    turns (the load generator's own included: it shares the cores) / successful requests."""
+    for setup in setups:
+        asyncio.run(load(setup.urls, setup.token, concurrency=concurrency, seconds=warmup_s))
+    latencies: dict[str, list[float]] = {s.target: [] for s in setups}
+    errors = dict.fromkeys(latencies, 0)
+    elapsed = dict.fromkeys(latencies, 0.0)
+    cpu: dict[str, dict[str, float]] = {s.target: {} for s in setups}
+    for _ in range(slices):
+        for setup in setups:
+            before = {k: cpu_seconds(pid) for k, pid in setup.pids.items()}
+            client_before = time.process_time()
+            lat, err, took = asyncio.run(
+                load(setup.urls, setup.token, concurrency=concurrency, seconds=duration_s / slices)
+            )
+            spent = cpu[setup.target]
+            for k, pid in setup.pids.items():
+                spent[k] = spent.get(k, 0.0) + cpu_seconds(pid) - before[k]
+            # This process's own (not its children's): the load generator.
+            spent["client"] = spent.get("client", 0.0) + time.process_time() - client_before
+            latencies[setup.target] += lat
+            errors[setup.target] += err
+            elapsed[setup.target] += took
+    out = []
+    for setup in setups:
+        t = setup.target
+        m = summarize(t, latencies[t], errors[t], elapsed[t], cpu[t])
+        print(
+            f"  {m.target} ({concurrency} clients): {m.rps} req/s, p50 {m.p50_ms} ms, "
+            f"CPU {m.cpu_ms_per_req}, {m.cores_busy} cores busy",
+            flush=True,
+        )
+        out.append(m)
+    return out
 
 
 def table(rows: list[Measurement]) -> str:
@@ -278,8 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     quick = os.environ.get("LIANXIN_BENCH_QUICK") == "1"
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_overhead")
     parser.add_argument("--duration", type=float, default=4.0 if quick else 8.0)
+    parser.add_argument("--slices", type=int, default=4 if quick else 8)
     parser.add_argument("--warmup", type=float, default=1.0 if quick else 2.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--saturate", type=int, default=64, help="clients for throughput at saturation"
+    )
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--rate", type=float, default=400.0, help="open-loop requests/s")
     parser.add_argument("--transports", default="lean,aiohttp,httpx")
@@ -317,174 +362,173 @@ def main(argv: list[str] | None = None) -> int:
         _, ids = seed(registry.url, token, args.members)
         path = "/api/v1/registry/members/{id}"
         paths = [path.format(id=i) for i in ids]
-        print(
-            f"reading {len(ids)} member cards ({path}), {args.concurrency} concurrent clients",
-            flush=True,
-        )
-        opts = {
-            "concurrency": args.concurrency,
-            "warmup_s": args.warmup,
-            "duration_s": args.duration,
-        }
-        rows: list[Measurement] = []
+        print(f"reading {len(ids)} member cards ({path})", flush=True)
 
+        def gateway_env(transport: str) -> dict[str, str]:
+            return {
+                **env,
+                "LIANXIN_REGISTRY_URL": registry.url,
+                "LIANXIN_UPSTREAM_TRANSPORT": transport,
+                "LIANXIN_RATE_LIMIT_ENABLED": "false",
+            }
+
+        # Every way of serving the read runs at once (idle ones cost nothing): the
+        # figures compared with each other are measured in turns, in the same minutes.
         baseline = start("bench._baseline_app:app", env)
-        rows.append(
-            measure(
-                "bare FastAPI + asyncpg (1 worker)",
-                [f"{baseline.url}/members/{i}" for i in ids],
-                None,
-                {"app": baseline.pid, **db},
-                **opts,
-            )
+        registry2 = start("services.registry.app:app", env, "--workers", "2", ready="/readyz")
+        gateway = start("gateway.app:app", gateway_env(transports[0]))
+        bare_proxy = start("bench._proxy_baseline:app", {**env, "LIANXIN_UPSTREAM": registry.url})
+        bare = Setup(
+            "bare FastAPI + asyncpg (1 worker)",
+            [f"{baseline.url}/members/{i}" for i in ids],
+            None,
+            {"app": baseline.pid, **db},
         )
-        baseline.close()
-        direct1 = measure(
+        one = Setup(
             "registry (1 worker)",
             [registry.url + p for p in paths],
             token,
             {"registry": registry.pid, **db},
-            **opts,
         )
-        rows.append(direct1)
-        registry.close()
-        registry2 = start("services.registry.app:app", env, "--workers", "2", ready="/readyz")
-        direct2 = measure(
+        two = Setup(
             "registry (2 workers)",
             [registry2.url + p for p in paths],
             token,
             {"registry": registry2.pid, **db},
-            **opts,
         )
-        rows.append(direct2)
-        registry2.close()
-
-        registry = start("services.registry.app:app", env, ready="/readyz")
-        bare_proxy = start("bench._proxy_baseline:app", {**env, "LIANXIN_UPSTREAM": registry.url})
-        proxied = measure(
+        via = Setup(
+            f"gateway ({transports[0]}) + registry",
+            [gateway.url + p for p in paths],
+            token,
+            {"gateway": gateway.pid, "registry": registry.pid, **db},
+        )
+        proxy = Setup(
             "bare aiohttp proxy + registry",
             [bare_proxy.url + p for p in paths],
             token,
             {"proxy": bare_proxy.pid, "registry": registry.pid, **db},
-            **opts,
         )
-        rows.append(proxied)
+        opts = {"warmup_s": args.warmup, "duration_s": args.duration, "slices": args.slices}
+        rows: list[Measurement] = []
+
+        print("the registry's read against a bare endpoint", flush=True)
+        bare_m, direct1 = measure([bare, one], concurrency=args.concurrency, **opts)
+        rows += [bare_m, direct1]
+        baseline.close()
+
+        print("the gateway pair against the registry with two workers", flush=True)
+        direct2, best = measure([two, via], concurrency=args.concurrency, **opts)
+        rows += [direct2, best]
+        sat = args.saturate
+        direct2_sat, best_sat = measure([two, via], concurrency=sat, **opts)
+        for m in (direct2_sat, best_sat):
+            m.target += f", {sat} clients"
+        rows += [direct2_sat, best_sat]
+        registry2.close()
+
+        print("the gateway's CPU against a bare aiohttp proxy's", flush=True)
+        proxied, lean_cpu = measure([proxy, via], concurrency=args.concurrency, **opts)
+        lean_cpu.target += ", CPU turn"
+        rows += [proxied, lean_cpu]
         bare_proxy.close()
-        gateways: dict[str, Measurement] = {}
-        latency: Measurement | None = None
-        rss: dict[str, float] = {}
-        for transport in transports:
-            gateway = start(
-                "gateway.app:app",
-                {
-                    **env,
-                    "LIANXIN_REGISTRY_URL": registry.url,
-                    "LIANXIN_UPSTREAM_TRANSPORT": transport,
-                    "LIANXIN_RATE_LIMIT_ENABLED": "false",
-                },
-            )
-            urls = [gateway.url + p for p in paths]
-            m = measure(
+
+        urls = via.urls
+        before = {"gateway": cpu_seconds(gateway.pid), "registry": cpu_seconds(registry.pid)}
+        lat, errors, elapsed = asyncio.run(
+            open_loop(urls, token, rate=args.rate, seconds=args.duration)
+        )
+        latency = summarize(
+            f"gateway ({transports[0]}) at {args.rate:.0f}/s open loop",
+            lat,
+            errors,
+            elapsed,
+            {
+                "gateway": cpu_seconds(gateway.pid) - before["gateway"],
+                "registry": cpu_seconds(registry.pid) - before["registry"],
+            },
+        )
+        print(f"  {latency.target}: p50 {latency.p50_ms}, p99 {latency.p99_ms}", flush=True)
+        rows.append(latency)
+        rss = {"gateway": rss_mb(gateway.pid), "registry": rss_mb(registry.pid)}
+        gateway.close()
+
+        others: dict[str, Measurement] = {}
+        for transport in transports[1:]:
+            other = start("gateway.app:app", gateway_env(transport))
+            setup = Setup(
                 f"gateway ({transport}) + registry",
-                urls,
+                [other.url + p for p in paths],
                 token,
-                {"gateway": gateway.pid, "registry": registry.pid, **db},
-                **opts,
+                {"gateway": other.pid, "registry": registry.pid, **db},
             )
-            gateways[transport] = m
-            rows.append(m)
-            if transport == transports[0]:
-                before = {
-                    "gateway": cpu_seconds(gateway.pid),
-                    "registry": cpu_seconds(registry.pid),
-                }
-                lat, errors, elapsed = asyncio.run(
-                    open_loop(urls, token, rate=args.rate, seconds=args.duration)
-                )
-                cpu = {
-                    "gateway": cpu_seconds(gateway.pid) - before["gateway"],
-                    "registry": cpu_seconds(registry.pid) - before["registry"],
-                }
-                latency = summarize(
-                    f"gateway ({transport}) at {args.rate:.0f}/s open loop",
-                    lat,
-                    errors,
-                    elapsed,
-                    cpu,
-                )
-                print(f"  {latency.target}: p50 {latency.p50_ms}, p99 {latency.p99_ms}")
-                rows.append(latency)
-                rss = {"gateway": rss_mb(gateway.pid), "registry": rss_mb(registry.pid)}
-            gateway.close()
+            (others[transport],) = measure([setup], concurrency=args.concurrency, **opts)
+            rows.append(others[transport])
+            other.close()
         print()
         print(table(rows))
 
-        best = gateways[transports[0]]
+        lean = transports[0]
         figures = [
             _rows.row(
                 "registry member read (1 worker)",
                 direct1.rps,
                 "req/s",
                 baseline_name="bare FastAPI+asyncpg PK read",
-                baseline_value=rows[0].rps,
+                baseline_value=bare_m.rps,
                 target="ratio >= 0.5",
             ),
             _rows.row(
-                f"member read via gateway ({transports[0]}), 1+1 procs",
+                f"member read via gateway ({lean}), 1+1 procs, {sat} clients",
+                best_sat.rps,
+                "req/s",
+                baseline_name="registry direct, 2 workers",
+                baseline_value=direct2_sat.rps,
+                target="ratio >= 0.75",
+                note=f"cores busy: {best_sat.cores_busy} via the gateway, "
+                f"{direct2_sat.cores_busy} direct",
+            ),
+            _rows.row(
+                f"member read via gateway ({lean}), 1+1 procs, {args.concurrency} clients",
                 best.rps,
                 "req/s",
                 baseline_name="registry direct, 2 workers",
                 baseline_value=direct2.rps,
-                target="ratio >= 0.75",
-            ),
-            # The 1+1 pair has one registry process: its ratio cannot pass this one's,
-            # however little the gateway costs.
-            _rows.row(
-                "ceiling of that ratio: registry 1 worker",
-                direct1.rps,
-                "req/s",
-                baseline_name="registry direct, 2 workers",
-                baseline_value=direct2.rps,
-                note="the 1+1 pair serves through one registry process",
+                note=f"cores busy: {best.cores_busy} via the gateway, {direct2.cores_busy} direct",
             ),
             _rows.row(
                 "gateway CPU per proxied request",
-                best.cpu_ms_per_req["gateway"],
+                lean_cpu.cpu_ms_per_req["gateway"],
                 "ms",
                 baseline_name="bare aiohttp proxy CPU per request",
                 baseline_value=proxied.cpu_ms_per_req["proxy"],
                 target="value <= 0.3",
             ),
+            _rows.row(
+                f"member read via gateway @{args.rate:.0f}/s p50",
+                latency.p50_ms,
+                "ms",
+                baseline_name="registry direct p50 (closed)",
+                baseline_value=direct1.p50_ms,
+                target="value <= 5",
+            ),
+            _rows.row(
+                f"member read via gateway @{args.rate:.0f}/s p99",
+                latency.p99_ms,
+                "ms",
+                target="value <= 12",
+                note=f"{latency.requests} requests, {latency.errors} errors",
+            ),
         ]
-        if latency is not None:
-            figures += [
+        for transport, m in others.items():
+            figures.append(
                 _rows.row(
-                    f"member read via gateway @{args.rate:.0f}/s p50",
-                    latency.p50_ms,
+                    f"gateway CPU per request, {transport} transport",
+                    m.cpu_ms_per_req["gateway"],
                     "ms",
-                    baseline_name="registry direct p50 (closed)",
-                    baseline_value=direct1.p50_ms,
-                    target="value <= 5",
-                ),
-                _rows.row(
-                    f"member read via gateway @{args.rate:.0f}/s p99",
-                    latency.p99_ms,
-                    "ms",
-                    target="value <= 12",
-                    note=f"{latency.requests} requests, {latency.errors} errors",
-                ),
-            ]
-        for transport, m in gateways.items():
-            if transport != transports[0]:
-                figures.append(
-                    _rows.row(
-                        f"gateway CPU per request, {transport} transport",
-                        m.cpu_ms_per_req["gateway"],
-                        "ms",
-                        baseline_name=f"{transports[0]} transport",
-                        baseline_value=best.cpu_ms_per_req["gateway"],
-                    )
+                    baseline_name=f"{lean} transport",
+                    baseline_value=lean_cpu.cpu_ms_per_req["gateway"],
                 )
+            )
         for app, mb in rss.items():
             figures.append(_rows.row(f"{app} RSS after the runs", mb, "MB", target="value <= 200"))
         print()
@@ -495,11 +539,14 @@ def main(argv: list[str] | None = None) -> int:
                 "path": path,
                 "members_read": len(ids),
                 "concurrency": args.concurrency,
+                "saturate": sat,
                 "warmup_s": args.warmup,
                 "duration_s": args.duration,
+                "slices": args.slices,
                 "load_avg_at_start": round(load_at_start, 2),
-                "note": "load generator, apps and PostgreSQL share this machine; CPU per "
-                "request is each process's CPU time over the run / successful requests",
+                "note": "load generator, apps and PostgreSQL share this machine; figures "
+                "compared with each other were measured in alternating turns; CPU per "
+                "request is each process's CPU time over the turns / successful requests",
                 "results": [asdict(m) for m in rows],
             },
             figures,
