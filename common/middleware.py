@@ -3,6 +3,7 @@ announcement of deprecated routes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -16,13 +17,33 @@ from common.context import client_addr_var, request_id_var
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _RequestIds:
+    """New request ids: 32 hex digits, a random half per process and a counter. Unique
+    (the random half is drawn again in a forked child), not secret — they are echoed to
+    clients and logged — and without a system call per request, as `os.urandom` made."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+_ids = _RequestIds()
+
+
 def request_id_from(value: bytes | None) -> str:
     """The client's `X-Request-ID` when it is safe to echo and log, else a new one."""
     if value:
         raw = value.decode("latin-1")
         if _SAFE_ID.match(raw):
             return raw
-    return os.urandom(16).hex()
+    return _ids.new()
 
 
 class RequestContextMiddleware:

@@ -37,6 +37,9 @@ from common.metrics import UNCOUNTED, route_label
 
 TRACES_PATH = "/v1/traces"
 _DB_SPAN = "_lianxin_span"
+# Whether any app of this process traces: until one does, no span can be current, and
+# `trace_headers` (per proxied request) need not look.
+_tracing_on = False
 
 
 @dataclass
@@ -60,8 +63,10 @@ def setup_tracing(
 ) -> Tracing | None:
     """The app's tracing, or None when no endpoint is configured. `exporter` replaces the
     OTLP one (tests)."""
+    global _tracing_on
     if not endpoint:
         return None
+    _tracing_on = True
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     provider = TracerProvider(resource=Resource.create({"service.name": f"lianxin-{app_name}"}))
@@ -79,8 +84,8 @@ def inject_trace(headers: MutableMapping[str, str]) -> None:
 
 def trace_headers() -> list[tuple[bytes, bytes]]:
     """`traceparent` (and `tracestate`) of the current span as raw headers; none when no
-    span is recording (tracing off: a context variable read, nothing more)."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    span is recording (no app of this process traces: nothing to read)."""
+    if not _tracing_on or not trace.get_current_span().get_span_context().is_valid:
         return []
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
