@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench._rows import RESULTS, machine, table
+from bench._rows import RESULTS, machine, markdown, table
 
 HERE = Path(__file__).resolve().parent
 # The suite's order: quick, independent figures first.
@@ -150,7 +150,8 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "summary.json"
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(f"written: {out.relative_to(HERE.parent)}")
+    (RESULTS / "summary.md").write_text(markdown(rows))  # README's table
+    print(f"written: {out.relative_to(HERE.parent)} and summary.md")
     return status
 
 

@@ -130,3 +130,22 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(r.get('ratio')):>8}  {(r.get('target') or ''):<15}{verdict:<5}"
         )
     return "\n".join(lines)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as README shows it: figure, value with its unit, baseline, ratio, target,
+    and the verdict (a failed one in bold)."""
+    lines = [
+        "| figure | value | baseline (same run) | ratio | target | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        verdict = {True: "pass", False: "**fail**", None: ""}[r.get("passed")]
+        base = "-"
+        if r.get("baseline_value") is not None:
+            base = f"{_fmt(r['baseline_value'])} ({r.get('baseline_name') or ''})"
+        lines.append(
+            f"| {r['name']} | {_fmt(r['value'])} {r['unit']} | {base} | "
+            f"{_fmt(r.get('ratio'))} | {r.get('target') or ''} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -49,10 +49,9 @@ from bench import _rows
 from bench.province import _database, _drop, _keys, generate
 from common.db import plain_url
 from tools import migrate, pg
-from tools.servers import UvicornProcess
+from tools.servers import FAST, UvicornProcess
 
 BUDGET_S = 1500  # the 1,000,000-member province takes ~5 minutes to generate
-FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
 ADMIN_USER, ADMIN_PASSWORD = "bench-admin", "City-report-bench-2026"
 DEMO_YEAR = 2003
 PROVINCE_YEAR = 2026

@@ -56,12 +56,11 @@ from services.registry.events import emit_member
 from services.registry.models import Member
 from tools import migrate, pg
 from tools import nats as nats_server
-from tools.servers import UvicornProcess
+from tools.servers import FAST, UvicornProcess
 
 ROOT = Path(__file__).resolve().parent
 BUDGET_S = 420
 RESULTS = ROOT / "results" / "event_lag.json"
-FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
 
 
 @dataclass

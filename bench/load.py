@@ -61,12 +61,11 @@ from bench.registry_bulk import HEADER, Org, cards
 from common.db import plain_url
 from services.registry.idnumber import check_character
 from tools import migrate, pg
-from tools.servers import UvicornProcess
+from tools.servers import FAST, UvicornProcess
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "load.json"
 SOAK_RESULTS = ROOT / "results" / "load_soak.json"
-FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
 SERVICES = ("registry", "mobility", "activities")
 B = "/api/v1"
 MAX_IN_FLIGHT = 2000  # beyond this the generator counts a request as `dropped`

@@ -55,12 +55,11 @@ from common.db import plain_url
 from common.sharding import child_shard_key
 from services.registry.idnumber import check_character
 from tools import migrate, pg
-from tools.servers import UvicornProcess
+from tools.servers import FAST, UvicornProcess
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "registry_bulk.json"
 BUDGET_S = 900
-FAST = ("--loop", "uvloop", "--http", "httptools")  # as `make run` serves the apps
 MEMBERS = "/api/v1/registry/members"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

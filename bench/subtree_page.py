@@ -41,10 +41,9 @@ from bench import _rows
 from bench.province import generate
 from bench.registry_bulk import ListRun, admin_token, keys, load
 from tools import migrate, pg
-from tools.servers import UvicornProcess
+from tools.servers import FAST, UvicornProcess
 
 BUDGET_S = 900  # ~2-4 minutes to generate 1,000,000 members, then ~2 minutes of load
-FAST = ("--loop", "uvloop", "--http", "httptools")
 MEMBERS = "/api/v1/registry/members"
 
 

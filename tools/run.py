@@ -13,6 +13,7 @@ from pathlib import Path
 from tools import migrate, pg
 from tools.db_roles import SCHEMAS, passwords_from_env, role_url
 from tools.keys import ensure_signing_keys
+from tools.servers import FAST
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LIANXIN_DATA_DIR", ROOT / ".data"))
@@ -115,9 +116,12 @@ def main() -> int:
     for name, module, port in APPS:
         if not _exists(module):
             continue
-        cmd = (
-            f"{sys.executable} -m uvicorn {module}:app --host 127.0.0.1 --port {port} "
-            "--no-access-log --no-server-header --loop uvloop --http httptools"
+        cmd = " ".join(
+            [
+                f"{sys.executable} -m uvicorn {module}:app --host 127.0.0.1 --port {port}",
+                "--no-access-log --no-server-header",
+                *FAST,
+            ]
         )
         # Each app as its own database role (tools/db_roles.py), never as the owner.
         app_env = {**env, "DATABASE_URL": role_url(url, name, role_passwords.get(name))}

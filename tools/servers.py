@@ -17,6 +17,9 @@ import httpx
 
 from tools.pg import free_port
 
+# How `make run` serves every app (tools/run.py); benchmarks serve them the same way.
+FAST = ("--loop", "uvloop", "--http", "httptools")
+
 
 class ServerFailed(RuntimeError):
     pass
