@@ -24,7 +24,7 @@ from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers, problem_openapi, problem_responses
 from common.lane import Lane, bodyless
 from common.logs import configure_logging
-from common.metrics import RequestRecorder, install_metrics
+from common.metrics import install_metrics
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from common.settings import BaseAppSettings
 from common.tracing import TracingMiddleware, instrument_engine, setup_tracing
@@ -100,12 +100,12 @@ def create_service_app(
 
     app.add_middleware(DeprecationMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    metrics = install_metrics(app, name, schema=name)  # inside the request id
+    recorder = install_metrics(app, name, schema=name)  # inside the request id
     app.state.tracing = tracing
     if tracing is not None:  # a span around the metrics, inside the request id
         app.add_middleware(TracingMiddleware, tracer=tracing.tracer)
     else:  # a traced request takes the stack, whose middleware makes its span
-        app.lane = Lane(app, RequestRecorder(metrics), trust_forwarded=True)
+        app.lane = Lane(app, recorder, trust_forwarded=True)
     app.add_middleware(RequestContextMiddleware)
 
     for router in routers:

@@ -236,10 +236,10 @@ class RequestRecorder:
 class MetricsMiddleware:
     """Counts, times and logs every HTTP request (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, services: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, recorder: RequestRecorder) -> None:
         self.app = app
-        self.metrics = metrics
-        self.recorder = RequestRecorder(metrics, services)
+        self.metrics = recorder.metrics
+        self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNCOUNTED:
@@ -279,13 +279,15 @@ def install_metrics(
     *,
     services: Collection[str] = (),
     schema: str | None = None,
-) -> Metrics:
+) -> RequestRecorder:
     """Mount the middleware and `/metrics` on an app; call before the app starts. `schema`:
-    the app's own schema, whose `consumer_cursors` give the consumer lag."""
+    the app's own schema, whose `consumer_cursors` give the consumer lag. Returns the
+    recorder the middleware counts with (an app's lane counts with the same one)."""
     metrics = Metrics(app_name)
     metrics.register(PoolCollector(app))
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics, services=services)
+    recorder = RequestRecorder(metrics, services)
+    app.add_middleware(MetricsMiddleware, recorder=recorder)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
@@ -294,4 +296,4 @@ def install_metrics(
             await update_consumer_lag(metrics, sessionmaker, schema)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    return metrics
+    return recorder

@@ -19,7 +19,7 @@ from common.app import serving, settle_heap
 from common.db import create_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
-from common.metrics import RequestRecorder, install_metrics, route_label
+from common.metrics import install_metrics, route_label
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
 from common.tracing import (
     TracingMiddleware,
@@ -166,7 +166,7 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=settings.hsts_max_age_s)
     # `/metrics` (the gateway's own; the services' stay on the internal network) and the
     # access log, inside the request id.
-    metrics = install_metrics(app, "gateway", services=settings.upstreams(), schema="gateway")
+    recorder = install_metrics(app, "gateway", services=settings.upstreams(), schema="gateway")
     app.state.tracing = tracing
     if tracing is not None:  # a span around the metrics, inside the request id
         app.add_middleware(TracingMiddleware, tracer=tracing.tracer, services=settings.upstreams())
@@ -189,7 +189,7 @@ def create_app(
         app.lane = ProxyLane(
             app,
             labels,
-            recorder=RequestRecorder(metrics, settings.upstreams()),
+            recorder=recorder,
             edge=EdgeHeaders(hsts_max_age_s=settings.hsts_max_age_s),
             cors=bool(settings.cors_origins),
         )

@@ -110,7 +110,7 @@ async def test_problems_are_the_stacks(
     c: httpx.AsyncClient, item: uuid.UUID, headers: dict[str, str] | None, status: int
 ) -> None:
     lane, stack = _lane_and_stack(item)
-    by_lane = await c.get(lane, headers=headers, params=None)
+    by_lane = await c.get(lane, headers=headers)
     by_stack = await c.get(stack, headers=headers)
     assert by_lane.status_code == status
     assert by_lane.headers["content-type"] == "application/problem+json"
