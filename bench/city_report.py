@@ -49,7 +49,7 @@ from bench import _rows
 from bench.province import _database, _drop, _keys, generate
 from common.db import plain_url
 from tools import migrate, pg
-from tools.servers import FAST, UvicornProcess
+from tools.servers import FAST, UvicornProcess, serving_args
 
 BUDGET_S = 1500  # the 1,000,000-member province takes ~5 minutes to generate
 ADMIN_USER, ADMIN_PASSWORD = "bench-admin", "City-report-bench-2026"
@@ -336,7 +336,7 @@ def start_apps(url: str, data_keys: str, lookup_key: str) -> list[UvicornProcess
             "LIANXIN_UPSTREAM_TIMEOUT_S": "600",
         },
         ready_path="/readyz",
-        extra_args=FAST,
+        extra_args=serving_args("gateway.app:app"),
     )
     processes = [*services.values(), gateway]
     started: list[UvicornProcess] = []

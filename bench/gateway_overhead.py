@@ -45,7 +45,7 @@ from bench import _rows
 from common.auth import ALGORITHM
 from services.registry.idnumber import check_character
 from tools import migrate, pg
-from tools.servers import FAST, UvicornProcess
+from tools.servers import UvicornProcess, serving_args
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "gateway_overhead.json"
@@ -338,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     def start(
         target: str, env: dict[str, str], *extra: str, ready: str = "/healthz"
     ) -> UvicornProcess:
-        process = UvicornProcess(target, env=env, ready_path=ready, extra_args=(*FAST, *extra))
+        process = UvicornProcess(
+            target, env=env, ready_path=ready, extra_args=(*serving_args(target), *extra)
+        )
         processes.append(process)
         return process.start()
 

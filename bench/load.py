@@ -61,7 +61,7 @@ from bench.registry_bulk import HEADER, Org, cards
 from common.db import plain_url
 from services.registry.idnumber import check_character
 from tools import migrate, pg
-from tools.servers import FAST, UvicornProcess
+from tools.servers import FAST, UvicornProcess, serving_args
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "load.json"
@@ -176,7 +176,7 @@ class Harness:
                 "LIANXIN_RATE_LIMIT_ENABLED": "false",
             },
             ready_path="/readyz",
-            extra_args=FAST,
+            extra_args=serving_args("gateway.app:app"),
         )
         for process in (*apps.values(), gateway):
             self.processes.append(process)

@@ -175,8 +175,8 @@ def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
     return out
 
 
-async def _app_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
+def app_error_response(exc: AppError) -> JSONResponse:
+    """The problem an `AppError` is answered with."""
     return problem_response(
         exc.status,
         exc.title,
@@ -186,6 +186,11 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
         headers=exc.headers,
         extra=exc.extra,
     )
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return app_error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -59,15 +59,18 @@ class Lane:
         send: Send,
         route: str,
         answer: Callable[[Request], Awaitable[Response]],
+        *,
+        request_id: str | None = None,
     ) -> None:
-        """Answers the request with `answer(request)`, counted under `route`."""
+        """Answers the request with `answer(request)`, counted under `route`; `request_id`:
+        the one it was given already (else taken from its headers or made)."""
         given = forwarded = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given = value
             elif name == b"x-forwarded-for":
                 forwarded = value
-        rid = request_id_from(given)
+        rid = request_id or request_id_from(given)
         addr = None
         if self.trust_forwarded and forwarded:
             addr = forwarded.decode("latin-1").split(",")[0].strip() or None

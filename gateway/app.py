@@ -33,7 +33,7 @@ from gateway.auth.credentials import authorize_upstream
 from gateway.auth.setup import bootstrap as bootstrap_auth
 from gateway.auth.setup import install_auth
 from gateway.dashboard.routes import router as dashboard_router
-from gateway.lane import ProxyLane
+from gateway.lane import FastRelay, ProxyLane
 from gateway.middleware import EdgeHeaders, SecurityHeadersMiddleware
 from gateway.openapi import ServiceDocs
 from gateway.proxy import PROXIED_METHODS, Proxy, make_client
@@ -186,13 +186,11 @@ def create_app(
         app.router.routes.append(route)
         labels[name] = route_label({"route": route, "path": route.path})
     if tracing is None:  # a traced request takes the stack, whose middleware makes its span
+        edge = EdgeHeaders(hsts_max_age_s=settings.hsts_max_age_s)
         app.lane = ProxyLane(
-            app,
-            labels,
-            recorder=recorder,
-            edge=EdgeHeaders(hsts_max_age_s=settings.hsts_max_age_s),
-            cors=bool(settings.cors_origins),
+            app, labels, recorder=recorder, edge=edge, cors=bool(settings.cors_origins)
         )
+        app.fast_relay = FastRelay(app.lane, edge)
     app.include_router(health.router)
     app.include_router(openapi.router)
     install_auth(app, settings, clock=clock)  # /api/v1/auth
@@ -221,6 +219,7 @@ class GatewayApp(FastAPI):
     once the proxy is up; every other request, the whole stack."""
 
     lane: ProxyLane | None = None
+    fast_relay: FastRelay | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = self.lane

@@ -10,19 +10,42 @@ path that is not under a service's prefix."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from functools import partial
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
+from common.context import request_id_var
+from common.errors import AppError, app_error_response
 from common.lane import Lane, bodyless
 from common.metrics import RequestRecorder
+from common.middleware import request_id_from
+from gateway.auth.credentials import INTERNAL_SEGMENTS
+from gateway.breaker import CircuitOpen
 from gateway.middleware import EdgeHeaders
-from gateway.proxy import PROXIED_METHODS, Proxy
+from gateway.proxy import (
+    _REQUEST_DROP_B,
+    _RESPONSE_DROP_B,
+    BUFFER_MAX_BYTES,
+    PROXIED_METHODS,
+    Proxy,
+    Upstream,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    end_to_end,
+)
+from gateway.ratelimit import MemoryLimiter
+from gateway.upstream_http import LeanSender, _Connection, _LeanReply, _Pool, request_head
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from gateway.server import GatewayHttpProtocol, _Done
+
+log = logging.getLogger("lianxin.gateway.lane")
 _METHODS = frozenset(PROXIED_METHODS)
 
 
@@ -70,3 +93,252 @@ class ProxyLane:
         await self.lane.serve(
             scope, receive, send, route, lambda request: proxy.forward(request, service, path)
         )
+
+
+class FastRelay:
+    """The lane's requests that need no decision of the app's, relayed by the server's
+    protocol (`gateway.server`) with callbacks: see there for which, and what they get."""
+
+    def __init__(self, proxy_lane: ProxyLane, edge: EdgeHeaders) -> None:
+        self.proxy_lane = proxy_lane
+        self.app = proxy_lane.app
+        self.lane = proxy_lane.lane
+        self.recorder = proxy_lane.lane.recorder
+        self.edge = edge
+
+    def ready(self) -> bool:
+        """The proxy is up, with the lean client (the relay drives its connections)."""
+        proxy = getattr(self.app.state, "proxy", None)
+        return isinstance(getattr(proxy, "sender", None), LeanSender)
+
+    def start(
+        self, protocol: GatewayHttpProtocol, scope: Scope, done: _Done, *, forwarded: bool
+    ) -> bool:
+        """Sends the request on, or leaves it to the app (False: nothing was done, no
+        budget spent). `forwarded`: the server believes `X-Forwarded-*` from some peers
+        (uvicorn's proxy headers): a request carrying them is the app's."""
+        target = self.proxy_lane.takes(scope)
+        if target is None:
+            return False
+        service, route = target
+        path: str = scope["path"]
+        segments = path.split("/")
+        if ".." in segments or "." in segments:
+            return False
+        if len(segments) >= 5 and segments[4].lower() in INTERNAL_SEGMENTS:
+            return False
+        authorization = given_id = host = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is not None:
+                    return False
+                authorization = value
+            elif name == b"x-request-id":
+                given_id = value
+            elif name == b"host":
+                host = value
+            elif name == b"x-api-key" or (forwarded and name.startswith(b"x-forwarded-")):
+                return False
+        state = self.app.state
+        subject = None
+        if authorization is not None:
+            scheme, _, token = authorization.decode("latin-1").partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                return False
+            try:
+                subject = state.auth.verifier.verify(token).subject
+            except Exception:  # the app answers it (401), and spends the caller's budget
+                return False
+        proxy: Proxy = state.proxy
+        upstream = proxy.upstreams.get(service)
+        limiter = state.limiter
+        if (
+            upstream is None
+            or upstream.base_url.scheme != "http"
+            or not (limiter is None or isinstance(limiter, MemoryLimiter))
+        ):
+            return False
+        sender = proxy.sender
+        assert isinstance(sender, LeanSender)
+        pool = sender.pool(upstream)
+        conn = pool.take_idle()
+        if conn is None:  # the app connects (and waits for a connection) itself
+            return False
+        try:
+            probe = upstream.breaker.acquire()
+        except CircuitOpen:
+            pool.release(conn)
+            return False
+        client = scope.get("client")
+        if limiter is not None:
+            addr = client[0] if client else "unknown"
+            key = f"principal:{subject}" if subject else f"addr:{addr}"
+            if not limiter.take(key).allowed:  # the app answers 429 (its hit spends nothing)
+                upstream.breaker.release(probe)
+                pool.release(conn)
+                return False
+        rid = request_id_from(given_id)
+        headers = end_to_end(scope["headers"], _REQUEST_DROP_B)
+        headers.append((b"x-request-id", rid.encode()))
+        if client:
+            headers.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
+        headers.append((b"x-forwarded-proto", str(scope["scheme"]).encode("latin-1")))
+        if host:
+            headers.append((b"x-forwarded-host", host))
+        query: bytes = scope["query_string"]
+        request_target = scope["raw_path"] + (b"?" + query if query else b"")
+        exchange = _Exchange(self, protocol, scope, done, service, upstream, pool, conn)
+        exchange.probe, exchange.rid, exchange.route = probe, rid, route
+        conn.listener = exchange.event
+        assert conn.transport is not None
+        conn.transport.write(request_head("GET", request_target, upstream.base_url.netloc, headers))
+        read_s = upstream.timeout.read
+        if read_s is not None:
+            exchange.timer = asyncio.get_running_loop().call_later(read_s, exchange.timed_out)
+        return True
+
+    async def relay_rest(
+        self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange
+    ) -> None:
+        """An answer too large to hold (or of unknown length), streamed through the app's
+        lane once its head has come."""
+        reply = _LeanReply(exchange.pool, exchange.conn, exchange.upstream.timeout.read)
+        proxy: Proxy = self.app.state.proxy
+        scope["app"] = self.app
+        await self.lane.serve(
+            scope,
+            receive,
+            send,
+            exchange.route,
+            lambda request: proxy.relay(reply, exchange.service),
+            request_id=exchange.rid,
+        )
+
+
+class _Exchange:
+    """One request the relay has sent on, until its answer is written (or handed over)."""
+
+    __slots__ = (
+        "conn",
+        "done",
+        "pool",
+        "probe",
+        "protocol",
+        "relay",
+        "rid",
+        "route",
+        "scope",
+        "service",
+        "start",
+        "timer",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        relay: FastRelay,
+        protocol: GatewayHttpProtocol,
+        scope: Scope,
+        done: _Done,
+        service: str,
+        upstream: Upstream,
+        pool: _Pool,
+        conn: _Connection,
+    ) -> None:
+        self.relay, self.protocol, self.scope, self.done = relay, protocol, scope, done
+        self.service, self.upstream, self.pool, self.conn = service, upstream, pool, conn
+        self.probe = False
+        self.rid = self.route = ""
+        self.start = time.perf_counter()
+        self.timer: asyncio.TimerHandle | None = None
+        relay.recorder.metrics.in_flight.inc()
+
+    def event(self) -> None:
+        """Something came from the service (or the connection failed)."""
+        conn = self.conn
+        try:
+            if conn.error is not None:
+                self._failed()
+            elif conn.complete:
+                self._answered()
+            elif conn.head_done and not _small(conn.headers):
+                self._stream()
+        except Exception:  # a fault of the relay's own: the client is not left waiting
+            log.exception("the relay failed on %s", self.route)
+            self.protocol.transport.close()
+
+    def _end(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.conn.listener = None
+        self.relay.recorder.metrics.in_flight.dec()
+
+    def _answered(self) -> None:
+        self._end()
+        conn = self.conn
+        status = conn.status
+        headers = end_to_end(conn.headers, _RESPONSE_DROP_B)
+        body = b"".join(conn.body)
+        self.pool.release(conn)
+        self.upstream.breaker.success()
+        self._write(status, headers, body)
+
+    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        headers.append((b"x-request-id", self.rid.encode()))
+        headers = self.relay.edge.apply(headers, api=True)
+        self.protocol.write_answer(self.done, status, headers, body)
+        self.relay.recorder.record(
+            "GET",
+            self.route,
+            status,
+            time.perf_counter() - self.start,
+            failed=False,
+            path=self.scope["path"],
+        )
+
+    def _stream(self) -> None:
+        self._end()
+        self.upstream.breaker.success()
+        self.protocol.hand_over(
+            self.done, self.scope, partial(self.relay.relay_rest, exchange=self)
+        )
+
+    def _failed(self) -> None:
+        """The connection failed. Before anything came back, the service closed a kept-alive
+        connection before the request reached it: the app sends the request again (on a
+        new connection). After: the service failed to answer (503 problem)."""
+        self._end()
+        conn = self.conn
+        self.pool._discard(conn)
+        self.upstream.breaker.release(self.probe)
+        if not conn.received:
+            self.protocol.hand_over(self.done, self.scope)
+            return
+        self._problem(UpstreamUnavailable(f"The {self.service} service failed to answer."))
+
+    def timed_out(self) -> None:
+        """The service took longer than its read timeout (504 problem, as the app's)."""
+        self.timer = None
+        self._end()
+        self.pool._discard(self.conn)
+        self.upstream.breaker.release(self.probe)
+        self._problem(UpstreamTimeout(f"The {self.service} service did not answer in time."))
+
+    def _problem(self, exc: AppError) -> None:
+        token = request_id_var.set(self.rid)
+        try:
+            response = app_error_response(exc)
+        finally:
+            request_id_var.reset(token)
+        self._write(response.status_code, list(response.raw_headers), bytes(response.body))
+
+
+def _small(headers: list[tuple[bytes, bytes]]) -> bool:
+    """An answer of a length the relay holds whole (`BUFFER_MAX_BYTES`)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            value = value.strip()
+            return value.isdigit() and int(value) <= BUFFER_MAX_BYTES
+    return False

@@ -295,7 +295,7 @@ class Proxy:
                 raise
             else:
                 upstream.breaker.success()
-                return await self._response(reply, service)
+                return await self.relay(reply, service)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _authorize(self, request: Request) -> None:
@@ -341,7 +341,7 @@ class Proxy:
         return error
 
     @staticmethod
-    async def _response(reply: Reply, service: str) -> Response:
+    async def relay(reply: Reply, service: str) -> Response:
         """The service's answer, relayed: a small body of known length read whole and
         sent as one (no relay task per request), anything else streamed as it arrives."""
         headers = end_to_end(reply.raw_headers, _RESPONSE_DROP_B)

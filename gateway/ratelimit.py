@@ -71,6 +71,10 @@ class MemoryLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def hit(self, key: str) -> Decision:
+        return self.take(key)
+
+    def take(self, key: str) -> Decision:
+        """`hit`, without waiting for anything (the buckets are in this process)."""
         now = self._clock()
         tokens, last = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate_per_s)

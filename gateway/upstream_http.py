@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -53,6 +53,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        # Called instead of waking a waiter, while a relay drives the exchange by callbacks.
+        self.listener: Callable[[], None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -118,6 +120,10 @@ class _Connection(asyncio.Protocol):
 
     # the exchange
     def _wake(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener()
+            return
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -168,6 +174,17 @@ class _Pool:
         self.open = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    def take_idle(self) -> _Connection | None:
+        """A kept-alive connection to reuse now, if one is idle (else None)."""
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed and now - conn.idle_since < self.keepalive_s:
+                conn.reused = True
+                return conn
+            self._discard(conn)
+        return None
+
     async def acquire(self, connect_s: float | None, pool_s: float | None) -> _Connection:
         now = time.monotonic()
         while self.idle:
@@ -215,6 +232,7 @@ class _Pool:
             self._discard(conn)
             return
         conn._reset()
+        conn.listener = None
         conn.idle_since = time.monotonic()
         self.idle.append(conn)
         self._notify()
@@ -278,6 +296,24 @@ class _LeanReply:
             self.pool.release(self.conn)
 
 
+def request_head(
+    method: str, target: bytes, netloc: bytes, headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """An HTTP/1.1 request's head, in one piece."""
+    return b"".join(
+        [
+            method.encode("ascii"),
+            b" ",
+            target,
+            b" HTTP/1.1\r\nhost: ",
+            netloc,
+            b"\r\n",
+            *[b"%s: %s\r\n" % pair for pair in headers],
+            b"\r\n",
+        ]
+    )
+
+
 class LeanSender:
     """`GET`, `DELETE` and `OPTIONS` without a body over this module's pools; the rest
     through `fallback`."""
@@ -288,7 +324,7 @@ class LeanSender:
         self.keepalive_s = keepalive_s
         self._pools: dict[str, _Pool] = {}
 
-    def _pool(self, upstream: Upstream) -> _Pool:
+    def pool(self, upstream: Upstream) -> _Pool:
         pool = self._pools.get(upstream.name)
         if pool is None:
             url = upstream.base_url
@@ -307,20 +343,9 @@ class LeanSender:
     ) -> Reply:
         if body is not None or method not in LEAN_METHODS or upstream.base_url.scheme != "http":
             return await self.fallback.send(method, upstream, target, headers, body)
-        head = b"".join(
-            [
-                method.encode("ascii"),
-                b" ",
-                target,
-                b" HTTP/1.1\r\nhost: ",
-                upstream.base_url.netloc,
-                b"\r\n",
-                *[b"%s: %s\r\n" % pair for pair in headers],
-                b"\r\n",
-            ]
-        )
+        head = request_head(method, target, upstream.base_url.netloc, headers)
         timeout = upstream.timeout
-        pool = self._pool(upstream)
+        pool = self.pool(upstream)
         for attempt in (1, 2):
             conn = await pool.acquire(timeout.connect, timeout.pool)
             try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from tools import migrate, pg
 from tools.db_roles import SCHEMAS, passwords_from_env, role_url
 from tools.keys import ensure_signing_keys
-from tools.servers import FAST
+from tools.servers import serving_args
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LIANXIN_DATA_DIR", ROOT / ".data"))
@@ -120,7 +120,7 @@ def main() -> int:
             [
                 f"{sys.executable} -m uvicorn {module}:app --host 127.0.0.1 --port {port}",
                 "--no-access-log --no-server-header",
-                *FAST,
+                *serving_args(f"{module}:app"),
             ]
         )
         # Each app as its own database role (tools/db_roles.py), never as the owner.

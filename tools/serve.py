@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
+    from tools.servers import serving_args
+
     uvicorn.run(
         f"{APPS[args.app][0]}:app",
         host=args.host,
@@ -87,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=False,
         server_header=False,  # no `server: uvicorn` (OWASP API8: no stack fingerprint)
         loop="uvloop",
-        http="httptools",
+        http=serving_args(f"{APPS[args.app][0]}:app")[-1],
         log_config=None,
     )
     return 0

@@ -19,6 +19,15 @@ from tools.pg import free_port
 
 # How `make run` serves every app (tools/run.py); benchmarks serve them the same way.
 FAST = ("--loop", "uvloop", "--http", "httptools")
+# The gateway's server protocol relays its most frequent requests itself (gateway/server.py).
+GATEWAY_HTTP = "gateway.server:GatewayHttpProtocol"
+
+
+def serving_args(target: str) -> tuple[str, ...]:
+    """uvicorn's options for the app `target` (`module:app`), as `make run` serves it."""
+    if target.startswith("gateway."):
+        return ("--loop", "uvloop", "--http", GATEWAY_HTTP)
+    return FAST
 
 
 class ServerFailed(RuntimeError):

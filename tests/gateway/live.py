@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from gateway.server import GatewayHttpProtocol
 from tools.pg import free_port
 from tools.servers import UvicornProcess
 
@@ -38,6 +39,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
+        http=GatewayHttpProtocol,  # as the gateway is served (tools.servers.serving_args)
     )
     server = _InProcessServer(config)
     task = asyncio.create_task(server.serve())
