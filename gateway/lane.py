@@ -108,25 +108,31 @@ class FastRelay:
 
     def ready(self) -> bool:
         """The proxy is up, with the lean client (the relay drives its connections)."""
-        proxy = getattr(self.app.state, "proxy", None)
-        return isinstance(getattr(proxy, "sender", None), LeanSender)
+        proxy = self.app.state._state.get("proxy")  # no `State.__getattr__` per request
+        return proxy is not None and isinstance(proxy.sender, LeanSender)
 
     def start(
         self, protocol: GatewayHttpProtocol, scope: Scope, done: _Done, *, forwarded: bool
     ) -> bool:
         """Sends the request on, or leaves it to the app (False: nothing was done, no
         budget spent). `forwarded`: the server believes `X-Forwarded-*` from some peers
-        (uvicorn's proxy headers): a request carrying them is the app's."""
-        target = self.proxy_lane.takes(scope)
+        (uvicorn's proxy headers): a request carrying them is the app's. What
+        `ProxyLane.takes` and `bodyless` check is checked here in the same pass over the
+        headers as what the relay reads from them."""
+        path: str = scope["path"]
+        end = path.find("/", 8)
+        if end < 0 or not path.startswith("/api/v1/"):
+            return False
+        target = self.proxy_lane.routes.get(path[: end + 1])
         if target is None:
             return False
         service, route = target
-        path: str = scope["path"]
         segments = path.split("/")
         if ".." in segments or "." in segments:
             return False
         if len(segments) >= 5 and segments[4].lower() in INTERNAL_SEGMENTS:
             return False
+        cors = self.proxy_lane.cors
         authorization = given_id = host = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -137,9 +143,17 @@ class FastRelay:
                 given_id = value
             elif name == b"host":
                 host = value
-            elif name == b"x-api-key" or (forwarded and name.startswith(b"x-forwarded-")):
+            elif name == b"content-length":
+                if value.strip() not in (b"", b"0"):
+                    return False
+            elif (
+                name == b"transfer-encoding"
+                or name == b"x-api-key"
+                or (cors and name == b"origin")
+                or (forwarded and name.startswith(b"x-forwarded-"))
+            ):
                 return False
-        state = self.app.state
+        state = self.app.state._state
         subject = None
         if authorization is not None:
             scheme, _, token = authorization.decode("latin-1").partition(" ")
@@ -147,12 +161,12 @@ class FastRelay:
             if scheme.lower() != "bearer" or not token:
                 return False
             try:
-                subject = state.auth.verifier.verify(token).subject
+                subject = state["auth"].verifier.verify(token).subject
             except Exception:  # the app answers it (401), and spends the caller's budget
                 return False
-        proxy: Proxy = state.proxy
+        proxy: Proxy = state["proxy"]
         upstream = proxy.upstreams.get(service)
-        limiter = state.limiter
+        limiter = state.get("limiter")
         if (
             upstream is None
             or upstream.base_url.scheme != "http"
@@ -222,6 +236,7 @@ class _Exchange:
     __slots__ = (
         "conn",
         "done",
+        "held",
         "pool",
         "probe",
         "protocol",
@@ -249,6 +264,7 @@ class _Exchange:
         self.relay, self.protocol, self.scope, self.done = relay, protocol, scope, done
         self.service, self.upstream, self.pool, self.conn = service, upstream, pool, conn
         self.probe = False
+        self.held = False
         self.rid = self.route = ""
         self.start = time.perf_counter()
         self.timer: asyncio.TimerHandle | None = None
@@ -262,8 +278,11 @@ class _Exchange:
                 self._failed()
             elif conn.complete:
                 self._answered()
-            elif conn.head_done and not _small(conn.headers):
-                self._stream()
+            elif conn.head_done and not self.held:
+                if not _small(conn.headers):
+                    self._stream()
+                else:
+                    self.held = True  # whole: written once complete
         except Exception:  # a fault of the relay's own: the client is not left waiting
             log.exception("the relay failed on %s", self.route)
             self.protocol.transport.close()

@@ -205,6 +205,26 @@ class TestLeftToTheApp:
         assert r.status_code == 401
         assert decided == [False, False]
 
+    async def test_cross_origin_read_is_the_apps_when_cors_is_on(self, start: Start) -> None:
+        url, _, decided = await start(keep_alive, cors_origins=["https://app.example.cn"])
+        async with client(url) as http:
+            assert (await http.get(CARD)).status_code == 200
+            plain = await http.get(CARD)
+            r = await http.get(CARD, headers={"Origin": "https://app.example.cn"})
+        assert decided == [False, True, False]
+        assert "access-control-allow-origin" not in plain.headers
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example.cn"
+
+    async def test_get_with_a_body_is_the_apps(self, start: Start) -> None:
+        url, _, decided = await start(keep_alive)
+        async with client(url) as http:
+            assert (await http.get(CARD)).status_code == 200
+            r = await http.request("GET", CARD, content=b"{}")
+        assert r.status_code == 200
+        assert sent_headers(r.content)["content-length"] == "2"
+        assert decided == [False, False]
+
     async def test_spent_rate_budget_is_the_apps_429(self, start: Start) -> None:
         url, _, decided = await start(
             keep_alive, rate_limit_enabled=True, rate_limit_per_s=0.01, rate_limit_burst=2
