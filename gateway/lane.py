@@ -279,7 +279,7 @@ class _Exchange:
             elif conn.complete:
                 self._answered()
             elif conn.head_done and not self.held:
-                if not _small(conn.headers):
+                if not _small(conn.status, conn.headers):
                     self._stream()
                 else:
                     self.held = True  # whole: written once complete
@@ -354,8 +354,11 @@ class _Exchange:
         self._write(response.status_code, list(response.raw_headers), bytes(response.body))
 
 
-def _small(headers: list[tuple[bytes, bytes]]) -> bool:
-    """An answer of a length the relay holds whole (`BUFFER_MAX_BYTES`)."""
+def _small(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    """An answer of a length the relay holds whole (`BUFFER_MAX_BYTES`), or one that has
+    no body whatever it says (`204`, `304`: RFC 9110 §6.4.1)."""
+    if status in (204, 304):
+        return True
     for name, value in headers:
         if name.lower() == b"content-length":
             value = value.strip()

@@ -27,6 +27,7 @@ any other protocol the app serves everything itself."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -39,6 +40,8 @@ from uvicorn.protocols.http.httptools_impl import (
 
 if TYPE_CHECKING:
     from gateway.lane import FastRelay
+
+log = logging.getLogger("lianxin.gateway.server")
 
 
 class _Done:
@@ -100,7 +103,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         scope["query_string"] = query
         done = _Done(parser.should_keep_alive())
         self.cycle = done  # type: ignore[assignment]
-        if not relay.start(self, scope, done, forwarded=self.forwarded):
+        try:
+            started = relay.start(self, scope, done, forwarded=self.forwarded)
+        except Exception:  # a fault of the relay's own: the app answers the request
+            log.exception("the relay could not start on %s", path)
+            started = False
+        if not started:
             self.cycle = cycle
             super().on_headers_complete()
 

@@ -169,6 +169,26 @@ class TestRelayed:
                 assert r.headers["x-content-type-options"] == "nosniff"
         assert decided == [False, True, True]
 
+    async def test_not_modified_is_relayed_without_a_body(self, start: Start) -> None:
+        async def conditional(number: int, head: bytes, r: asyncio.StreamReader, w: Any) -> bool:
+            if b"if-none-match" in head.lower():
+                w.write(b'HTTP/1.1 304 Not Modified\r\netag: "v7"\r\n\r\n')
+            else:
+                w.write(answer(b"{}", extra=b'etag: "v7"\r\n'))
+            await w.drain()
+            return True
+
+        url, _, decided = await start(conditional)
+        async with client(url) as http:
+            assert (await http.get(CARD)).status_code == 200
+            for _ in range(2):
+                r = await http.get(CARD, headers={"If-None-Match": '"v7"'})
+                assert (r.status_code, r.content, r.headers["etag"]) == (304, b"", '"v7"')
+                assert r.headers["x-content-type-options"] == "nosniff"
+            after = await http.get(CARD)
+        assert after.status_code == 200
+        assert decided == [False, True, True, True]
+
     async def test_chunked_answer_is_streamed_whole(self, start: Start) -> None:
         async def chunked(number: int, head: bytes, r: asyncio.StreamReader, w: Any) -> bool:
             w.write(
