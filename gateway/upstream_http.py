@@ -186,13 +186,9 @@ class _Pool:
         return None
 
     async def acquire(self, connect_s: float | None, pool_s: float | None) -> _Connection:
-        now = time.monotonic()
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive_s:
-                conn.reused = True
-                return conn
-            self._discard(conn)
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         if self.open >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)

@@ -41,6 +41,17 @@ async def keep_alive(number: int, head: bytes, r: asyncio.StreamReader, w: Any) 
     return True
 
 
+def always(reply: bytes) -> Handler:
+    """A service that answers every request with `reply`."""
+
+    async def handler(number: int, head: bytes, r: asyncio.StreamReader, w: Any) -> bool:
+        w.write(reply)
+        await w.drain()
+        return True
+
+    return handler
+
+
 def sent_headers(body: bytes) -> dict[str, str]:
     lines = json.loads(body)["head"].split("\r\n")[1:]
     return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
@@ -154,13 +165,7 @@ class TestRelayed:
 
     async def test_large_answer_is_streamed_whole(self, start: Start) -> None:
         body = bytes(range(256)) * 1024  # 256 KiB: more than the relay holds
-
-        async def large(number: int, head: bytes, r: asyncio.StreamReader, w: Any) -> bool:
-            w.write(answer(body))
-            await w.drain()
-            return True
-
-        url, _, decided = await start(large)
+        url, _, decided = await start(always(answer(body)))
         async with client(url) as http:
             for _ in range(3):
                 r = await http.get(CARD)
@@ -190,14 +195,10 @@ class TestRelayed:
         assert decided == [False, True, True, True]
 
     async def test_chunked_answer_is_streamed_whole(self, start: Start) -> None:
-        async def chunked(number: int, head: bytes, r: asyncio.StreamReader, w: Any) -> bool:
-            w.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked"
-                b"\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-            )
-            await w.drain()
-            return True
-
+        chunked = always(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked"
+            b"\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
         url, _, decided = await start(chunked)
         async with client(url) as http:
             for _ in range(2):
