@@ -23,11 +23,10 @@ from common.errors import AppError, app_error_response
 from common.lane import Lane, bodyless
 from common.metrics import RequestRecorder
 from common.middleware import request_id_from
-from gateway.auth.credentials import INTERNAL_SEGMENTS
+from gateway.auth.credentials import is_internal
 from gateway.breaker import CircuitOpen
 from gateway.middleware import EdgeHeaders
 from gateway.proxy import (
-    _REQUEST_DROP_B,
     _RESPONSE_DROP_B,
     BUFFER_MAX_BYTES,
     PROXIED_METHODS,
@@ -36,9 +35,18 @@ from gateway.proxy import (
     UpstreamTimeout,
     UpstreamUnavailable,
     end_to_end,
+    has_dot_segments,
+    upstream_headers,
 )
-from gateway.ratelimit import MemoryLimiter
-from gateway.upstream_http import LeanSender, _Connection, _LeanReply, _Pool, request_head
+from gateway.ratelimit import MemoryLimiter, key_of
+from gateway.upstream_http import (
+    LeanSender,
+    _Connection,
+    _LeanReply,
+    _Pool,
+    content_length,
+    request_head,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -127,13 +135,10 @@ class FastRelay:
         if target is None:
             return False
         service, route = target
-        segments = path.split("/")
-        if ".." in segments or "." in segments:
-            return False
-        if len(segments) >= 5 and segments[4].lower() in INTERNAL_SEGMENTS:
+        if has_dot_segments(path) or is_internal(path):
             return False
         cors = self.proxy_lane.cors
-        authorization = given_id = host = None
+        authorization = given_id = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 if authorization is not None:
@@ -141,8 +146,6 @@ class FastRelay:
                 authorization = value
             elif name == b"x-request-id":
                 given_id = value
-            elif name == b"host":
-                host = value
             elif name == b"content-length":
                 if value.strip() not in (b"", b"0"):
                     return False
@@ -182,24 +185,15 @@ class FastRelay:
         try:
             probe = upstream.breaker.acquire()
         except CircuitOpen:
-            pool.release(conn)
+            pool.give_back(conn)
             return False
-        client = scope.get("client")
-        if limiter is not None:
-            addr = client[0] if client else "unknown"
-            key = f"principal:{subject}" if subject else f"addr:{addr}"
-            if not limiter.take(key).allowed:  # the app answers 429 (its hit spends nothing)
-                upstream.breaker.release(probe)
-                pool.release(conn)
-                return False
+        # A spent budget: the app answers 429 (its own hit spends nothing more).
+        if limiter is not None and not limiter.take(key_of(subject, scope.get("client"))).allowed:
+            upstream.breaker.release(probe)
+            pool.give_back(conn)
+            return False
         rid = request_id_from(given_id)
-        headers = end_to_end(scope["headers"], _REQUEST_DROP_B)
-        headers.append((b"x-request-id", rid.encode()))
-        if client:
-            headers.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
-        headers.append((b"x-forwarded-proto", str(scope["scheme"]).encode("latin-1")))
-        if host:
-            headers.append((b"x-forwarded-host", host))
+        headers = upstream_headers(scope, rid)
         query: bytes = scope["query_string"]
         request_target = scope["raw_path"] + (b"?" + query if query else b"")
         exchange = _Exchange(self, protocol, scope, done, service, upstream, pool, conn)
@@ -359,8 +353,5 @@ def _small(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
     no body whatever it says (`204`, `304`: RFC 9110 §6.4.1)."""
     if status in (204, 304):
         return True
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            value = value.strip()
-            return value.isdigit() and int(value) <= BUFFER_MAX_BYTES
-    return False
+    length = content_length(headers)
+    return length is not None and length <= BUFFER_MAX_BYTES

@@ -136,13 +136,36 @@ class _Body:
             raise _RequestBodyFailed from exc
 
 
+def upstream_headers(scope: Scope, request_id: str) -> list[tuple[bytes, bytes]]:
+    """The headers a request goes on to its service with: the client's end-to-end ones,
+    the request id, and `X-Forwarded-For`/`-Proto`/`-Host` as the gateway saw them."""
+    out = end_to_end(scope["headers"], _REQUEST_DROP_B)
+    out.append((b"x-request-id", request_id.encode("latin-1")))
+    client = scope.get("client")
+    if client:
+        # The gateway is the edge: what a client says about its own address is ignored.
+        out.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
+    out.append((b"x-forwarded-proto", str(scope["scheme"]).encode("latin-1")))
+    for name, value in scope["headers"]:
+        if name == b"host":
+            if value:
+                out.append((b"x-forwarded-host", value))
+            break
+    return out
+
+
+def has_dot_segments(path: str) -> bool:
+    """`.` or `..` among a path's segments: it could leave the service's prefix."""
+    segments = path.split("/")
+    return ".." in segments or "." in segments
+
+
 def _upstream_target(request: Request, service: str) -> bytes:
     """The path and query as the client sent them (still percent-encoded), refused when
     dot segments could make it leave the service's prefix."""
     path: str = request.scope["path"]
     raw_path: bytes = request.scope.get("raw_path") or path.encode()
-    segments = path.split("/")
-    if ".." in segments or "." in segments:
+    if has_dot_segments(path):
         raise NotFound("No such path.")
     if not path.startswith(f"/api/v1/{service}/"):
         raise NotFound("No such path.")
@@ -313,19 +336,7 @@ class Proxy:
             raise failure
 
     def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
-        scope = request.scope
-        out = end_to_end(scope["headers"], _REQUEST_DROP_B)
-        out.append((b"x-request-id", (request_id_var.get() or "").encode("latin-1")))
-        client = scope.get("client")
-        if client:
-            # The gateway is the edge: what a client says about its own address is ignored.
-            out.append((b"x-forwarded-for", str(client[0]).encode("latin-1")))
-        out.append((b"x-forwarded-proto", str(scope["scheme"]).encode("latin-1")))
-        for name, value in scope["headers"]:
-            if name == b"host":
-                if value:
-                    out.append((b"x-forwarded-host", value))
-                break
+        out = upstream_headers(request.scope, request_id_var.get() or "")
         traced = trace_headers()  # the gateway's span, when tracing is on
         if traced:
             out = [(k, v) for k, v in out if k not in _TRACE_HEADERS] + traced

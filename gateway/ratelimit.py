@@ -184,11 +184,14 @@ def make_limiter(*, redis_url: str | None, rate_per_s: float, burst: int) -> Lim
 def caller_key(request: Request) -> str:
     """`principal:<subject>` once the auth step identified the caller, else `addr:<ip>`."""
     principal = getattr(request.state, "principal", None)
-    subject = getattr(principal, "subject", None)
+    return key_of(getattr(principal, "subject", None), request.scope.get("client"))
+
+
+def key_of(subject: str | None, client: tuple[str, int] | None) -> str:
+    """The budget's key: the authenticated subject's, else the client address's."""
     if subject:
         return f"principal:{subject}"
-    client = request.client
-    return f"addr:{client.host if client else 'unknown'}"
+    return f"addr:{client[0] if client else 'unknown'}"
 
 
 async def enforce(request: Request) -> None:

@@ -185,6 +185,10 @@ class _Pool:
             self._discard(conn)
         return None
 
+    def give_back(self, conn: _Connection) -> None:
+        """An idle connection `take_idle` gave, unused: idle again, as it was."""
+        self.idle.append(conn)
+
     async def acquire(self, connect_s: float | None, pool_s: float | None) -> _Connection:
         conn = self.take_idle()
         if conn is not None:
@@ -259,10 +263,7 @@ class _LeanReply:
         self.pool, self.conn, self.read_s = pool, conn, read_s
         self.status = conn.status
         self.raw_headers = conn.headers
-        self.content_length: int | None = None
-        for name, value in conn.headers:
-            if name.lower() == b"content-length" and value.strip().isdigit():
-                self.content_length = int(value)
+        self.content_length = content_length(conn.headers)
         self._released = False
 
     async def _next(self) -> bytes | None:
@@ -290,6 +291,15 @@ class _LeanReply:
         if not self._released:
             self._released = True
             self.pool.release(self.conn)
+
+
+def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """An answer's `Content-Length`, when it has a valid one."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def request_head(

@@ -21,6 +21,12 @@ SYNC_PREFIX = "/api/v1/mobility/sync/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def is_internal(path: str) -> bool:
+    """A path into a service's internal endpoints (`/api/v1/<svc>/audit-log...`)."""
+    segments = [s for s in path.split("/") if s]
+    return len(segments) >= 4 and segments[3].lower() in INTERNAL_SEGMENTS
+
+
 async def authorize_upstream(request: Request) -> None:
     """Authenticate a request the proxy is about to forward, and rewrite the headers it
     will forward (in place: read `request.headers` after this call, not before).
@@ -37,8 +43,7 @@ async def authorize_upstream(request: Request) -> None:
 
     On success the caller is on `request.state.principal` (rate limits key on it)."""
     path: str = request.scope["path"]
-    segments = [s for s in path.split("/") if s]
-    if len(segments) >= 4 and segments[3].lower() in INTERNAL_SEGMENTS:
+    if is_internal(path):
         raise NotFound("No such path.")
 
     state: AuthState = request.app.state.auth

@@ -247,7 +247,7 @@ class TestLeftToTheApp:
         assert decided == [False, False]
 
     async def test_spent_rate_budget_is_the_apps_429(self, start: Start) -> None:
-        url, _, decided = await start(
+        url, app, decided = await start(
             keep_alive, rate_limit_enabled=True, rate_limit_per_s=0.01, rate_limit_burst=2
         )
         async with client(url) as http:
@@ -258,6 +258,11 @@ class TestLeftToTheApp:
         assert decided == [False, True, False, False]
         assert last.status_code == 429
         assert int(last.headers["retry-after"]) >= 1
+        # The connection the relay took and did not use is idle again, not closed.
+        proxy = app.state.proxy
+        pool = proxy.sender.pool(proxy.upstreams["registry"])
+        assert [conn.closed for conn in pool.idle] == [False]
+        assert pool.open == 1
 
     async def test_kept_alive_connection_the_service_dropped_is_tried_again(
         self, start: Start
