@@ -2,7 +2,8 @@
 registry and through the gateway, with each of the gateway's upstream clients (its lean
 HTTP/1.1 client, aiohttp, httpx's own), and through a bare aiohttp proxy
 (`bench/_proxy_baseline.py`: the least a Python proxy does, the baseline of the gateway's
-own CPU per request).
+own CPU per request), and through a byte pipe (`bench/_byte_pipe.py`: the least any proxy
+process does, nothing parsed — the reference for what the extra process costs by itself).
 
 One run: a throwaway embedded PostgreSQL; the registry (uvicorn, 1 worker), the registry
 with 2 workers, a bare FastAPI + asyncpg endpoint, the gateway (1 worker) and the bare
@@ -12,7 +13,8 @@ fixed number of closed-loop clients, so that they see the same minutes of this s
 machine: the registry against the bare endpoint; the gateway pair (1+1 processes)
 against the registry with two workers, at `--concurrency` clients and at `--saturate`
 clients (enough to keep the two cores busy through the longer chain: each turn reports
-the cores its processes kept busy); the gateway against the bare proxy. Then the gateway
+the cores its processes kept busy), with the byte pipe in the same turns at `--saturate`;
+the gateway against the bare proxy. Then the gateway
 at a fixed arrival rate (open loop), and the other upstream clients. Requests/s, p50/p99,
 CPU seconds per request of each process (psutil `cpu_times` before and after each turn,
 the load generator's and PostgreSQL's included). Prints a table and writes JSON to
@@ -336,10 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[UvicornProcess] = []
 
     def start(
-        target: str, env: dict[str, str], *extra: str, ready: str = "/healthz"
+        target: str,
+        env: dict[str, str],
+        *extra: str,
+        ready: str = "/healthz",
+        command: tuple[str, ...] | None = None,
     ) -> UvicornProcess:
         process = UvicornProcess(
-            target, env=env, ready_path=ready, extra_args=(*serving_args(target), *extra)
+            target,
+            env=env,
+            ready_path=ready,
+            extra_args=(*serving_args(target), *extra),
+            command=command,
         )
         processes.append(process)
         return process.start()
@@ -379,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         registry2 = start("services.registry.app:app", env, "--workers", "2", ready="/readyz")
         gateway = start("gateway.app:app", gateway_env(transports[0]))
         bare_proxy = start("bench._proxy_baseline:app", {**env, "LIANXIN_UPSTREAM": registry.url})
+        pipe_command = (sys.executable, "-m", "bench._byte_pipe", "--upstream")
+        pipe = start(
+            "bench._byte_pipe",
+            env,
+            command=(*pipe_command, registry.url.removeprefix("http://")),
+        )
         bare = Setup(
             "bare FastAPI + asyncpg (1 worker)",
             [f"{baseline.url}/members/{i}" for i in ids],
@@ -403,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
             token,
             {"gateway": gateway.pid, "registry": registry.pid, **db},
         )
+        piped = Setup(
+            "byte pipe + registry",
+            [pipe.url + p for p in paths],
+            token,
+            {"pipe": pipe.pid, "registry": registry.pid, **db},
+        )
         proxy = Setup(
             "bare aiohttp proxy + registry",
             [bare_proxy.url + p for p in paths],
@@ -421,11 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         direct2, best = measure([two, via], concurrency=args.concurrency, **opts)
         rows += [direct2, best]
         sat = args.saturate
-        direct2_sat, best_sat = measure([two, via], concurrency=sat, **opts)
-        for m in (direct2_sat, best_sat):
+        # The pipe in the same turns: what the extra process costs at the least.
+        direct2_sat, best_sat, pipe_sat = measure([two, via, piped], concurrency=sat, **opts)
+        for m in (direct2_sat, best_sat, pipe_sat):
             m.target += f", {sat} clients"
-        rows += [direct2_sat, best_sat]
+        rows += [direct2_sat, best_sat, pipe_sat]
         registry2.close()
+        pipe.close()
 
         print("the gateway's CPU against a bare aiohttp proxy's", flush=True)
         proxied, lean_cpu = measure([proxy, via], concurrency=args.concurrency, **opts)
@@ -487,6 +511,15 @@ def main(argv: list[str] | None = None) -> int:
                 target="ratio >= 0.75",
                 note=f"cores busy: {best_sat.cores_busy} via the gateway, "
                 f"{direct2_sat.cores_busy} direct",
+            ),
+            _rows.row(
+                f"member read via a byte pipe (reference), 1+1 procs, {sat} clients",
+                pipe_sat.rps,
+                "req/s",
+                baseline_name="registry direct, 2 workers",
+                baseline_value=direct2_sat.rps,
+                note="the floor of any proxy process (bench/_byte_pipe.py), same turns; "
+                f"pipe CPU per read {pipe_sat.cpu_ms_per_req['pipe']} ms",
             ),
             # When the cores are the limit, throughput goes as 1 / (CPU per read of every
             # process on them): the pair's ratio cannot pass direct/via.

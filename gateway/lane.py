@@ -203,7 +203,7 @@ class FastRelay:
         conn.transport.write(request_head("GET", request_target, upstream.base_url.netloc, headers))
         read_s = upstream.timeout.read
         if read_s is not None:
-            exchange.timer = asyncio.get_running_loop().call_later(read_s, exchange.timed_out)
+            conn.watch(asyncio.get_running_loop().time() + read_s, exchange.timed_out)
         return True
 
     async def relay_rest(
@@ -240,7 +240,6 @@ class _Exchange:
         "scope",
         "service",
         "start",
-        "timer",
         "upstream",
     )
 
@@ -261,7 +260,6 @@ class _Exchange:
         self.held = False
         self.rid = self.route = ""
         self.start = time.perf_counter()
-        self.timer: asyncio.TimerHandle | None = None
         relay.recorder.metrics.in_flight.inc()
 
     def event(self) -> None:
@@ -282,9 +280,7 @@ class _Exchange:
             self.protocol.transport.close()
 
     def _end(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.conn.unwatch()
         self.conn.listener = None
         self.relay.recorder.metrics.in_flight.dec()
 
@@ -333,7 +329,6 @@ class _Exchange:
 
     def timed_out(self) -> None:
         """The service took longer than its read timeout (504 problem, as the app's)."""
-        self.timer = None
         self._end()
         self.pool._discard(self.conn)
         self.upstream.breaker.release(self.probe)

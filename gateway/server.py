@@ -21,6 +21,10 @@ service's answer, once whole, goes back to the client in one write, each step a 
   sees the request as it came.
 - A service that does not answer in its read timeout: 504 problem, as through the app.
 
+The keep-alive timeout (uvicorn's `timeout_keep_alive`) is one timer per connection that
+moves itself on when it fires early, not a timer made and cancelled per request: a
+connection idle for that long is closed, as by uvicorn.
+
 Used with `uvicorn --http gateway.server:GatewayHttpProtocol` (`tools.servers.FAST`); with
 any other protocol the app serves everything itself."""
 
@@ -72,6 +76,46 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.relay, self.forwarded = _find_relay(self.app)
+        # Loop time since when the connection has waited for a request (None: a request
+        # is on), and the one timer that checks it.
+        self.idle_since: float | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.idle_since = None
+        super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        """As uvicorn's, with the keep-alive timeout kept by `idle_since` and `idle_timer`."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()  # one uvicorn armed (none, but for safety)
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        since = self.idle_since
+        if since is None or self.transport.is_closing():
+            return  # a request is on: its response's end arms the timer again
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.idle_timer = self.loop.call_later(left, self._idle_check)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_headers_complete(self) -> None:
         relay = self.relay

@@ -55,6 +55,10 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         # Called instead of waking a waiter, while a relay drives the exchange by callbacks.
         self.listener: Callable[[], None] | None = None
+        # The relay's read deadline (`watch`): loop time, what to call, the one timer.
+        self.deadline = 0.0
+        self.expired: Callable[[], None] | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -146,6 +150,33 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
 
+    def watch(self, deadline: float, expired: Callable[[], None]) -> None:
+        """`expired()` at `deadline` (loop time) unless `unwatch` came first. One timer per
+        connection, moved on when it fires before the deadline of the exchange then on,
+        instead of one made and cancelled per exchange."""
+        self.deadline, self.expired = deadline, expired
+        timer = self.deadline_timer
+        if timer is not None and timer.when() <= deadline:
+            return
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.deadline_timer = loop.call_at(deadline, self._deadline_check, loop)
+
+    def unwatch(self) -> None:
+        self.expired = None
+
+    def _deadline_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.deadline_timer = None
+        expired = self.expired
+        if expired is None:
+            return
+        if loop.time() < self.deadline:
+            self.deadline_timer = loop.call_at(self.deadline, self._deadline_check, loop)
+            return
+        self.expired = None
+        expired()
+
     def take(self) -> bytes:
         chunk = self.body.popleft()
         self.buffered -= len(chunk)
@@ -156,6 +187,10 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.expired = None
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         if self.transport is not None:
             self.transport.close()
 

@@ -43,8 +43,12 @@ class UvicornProcess:
         port: int | None = None,
         ready_path: str = "/healthz",
         extra_args: tuple[str, ...] = (),
+        command: tuple[str, ...] | None = None,
     ) -> None:
+        """`command`: a server of another kind to run instead of uvicorn (it is given
+        `--port`); `target` then only names it."""
         self.target = target
+        self.command = command
         self.port = port or free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.ready_path = ready_path
@@ -65,24 +69,13 @@ class UvicornProcess:
         if self.proc is not None and self.proc.poll() is None:
             return self
         with self._log.open("ab") as log:
+            command = (
+                [*self.command, "--port", str(self.port)]
+                if self.command is not None
+                else self._uvicorn()
+            )
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    self.target,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--no-access-log",
-                    "--no-server-header",
-                    "--log-level",
-                    "warning",
-                    "--timeout-graceful-shutdown",
-                    "2",
-                    *self.extra_args,
-                ],
+                command,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -90,6 +83,25 @@ class UvicornProcess:
             )
         self.wait_ready(timeout_s)
         return self
+
+    def _uvicorn(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "2",
+            *self.extra_args,
+        ]
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -28,8 +28,9 @@ class _InProcessServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serves `app` (whose lifespan the caller runs) on a loopback port; yields its URL."""
+async def serve(app: FastAPI, *, keep_alive_s: float = 5.0) -> AsyncIterator[str]:
+    """Serves `app` (whose lifespan the caller runs) on a loopback port; yields its URL.
+    `keep_alive_s`: uvicorn's `timeout_keep_alive` (its default)."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -39,6 +40,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
+        timeout_keep_alive=keep_alive_s,
         http=GatewayHttpProtocol,  # as the gateway is served (tools.servers.serving_args)
     )
     server = _InProcessServer(config)

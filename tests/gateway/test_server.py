@@ -63,13 +63,16 @@ async def start(
     db: async_sessionmaker[AsyncSession],
     clock: FakeClock,
 ) -> AsyncIterator[Start]:
-    """`start(handler, **settings)`: a scripted registry and the gateway in front of it;
+    """`start(handler, keep_alive_s=, **settings)`: a scripted registry and the gateway in
+    front of it (`keep_alive_s`: its server's keep-alive timeout);
     gives the gateway's URL, its app and what the relay decided for each request (True:
     relayed by the protocol, False: left to the app)."""
     async with scripted_servers() as script_server, asyncio.timeout(60):
         stack: list[Any] = []
 
-        async def launch(handler: Handler, **settings: Any) -> tuple[str, FastAPI, list[bool]]:
+        async def launch(
+            handler: Handler, *, keep_alive_s: float = 5.0, **settings: Any
+        ) -> tuple[str, FastAPI, list[bool]]:
             script: Script = await script_server(handler)
             configured = gateway_settings.model_copy(
                 update={
@@ -94,7 +97,7 @@ async def start(
             lifespan = app.router.lifespan_context(app)
             await lifespan.__aenter__()
             stack.append(lifespan)
-            served = serve(app)
+            served = serve(app, keep_alive_s=keep_alive_s)
             url = await served.__aenter__()
             stack.append(served)
             return url, app, decided
@@ -386,3 +389,36 @@ class TestWire:
             writer.close()
         assert data.startswith(b"HTTP/1.1 200 OK\r\n")
         assert decided[-1] is True
+
+    async def test_a_connection_is_closed_once_idle_for_the_keep_alive_timeout(
+        self, start: Start
+    ) -> None:
+        """Requests spaced closer than the timeout keep the connection however long they go
+        on; once idle for the timeout after its last answer, the gateway closes it."""
+        keep_alive_s = 0.5
+        url, _, decided = await start(keep_alive, keep_alive_s=keep_alive_s)
+        host, port = url.removeprefix("http://").split(":")
+        token = mint("admin")
+        request = (
+            f"GET {CARD} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            async with asyncio.timeout(LIMIT_S):
+                first = loop.time()
+                for _ in range(7):  # 6 gaps of 0.4 x the timeout: 2.4 x it in all
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                    last = loop.time()
+                    await asyncio.sleep(keep_alive_s * 0.4)  # idle, less than the timeout
+                assert last - first > keep_alive_s * 2
+                assert await reader.read() == b""  # closed by the gateway
+                closed = loop.time()
+        finally:
+            writer.close()
+        assert closed - last >= keep_alive_s * 0.9  # idle for the timeout, counted from the last
+        assert decided[1:] == [True] * 6

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.breaker import CircuitBreaker
 from gateway.proxy import Reply, Upstream
-from gateway.upstream_http import LeanSender, _LeanReply
+from gateway.upstream_http import LeanSender, _Connection, _LeanReply
 from tests.gateway.scripted import Handler, Script, answer, scripted_servers
 
 LIMIT_S = 5.0
@@ -262,6 +262,54 @@ class TestPool:
             await get(sender, up)
         assert await get(sender, up) == b"ok"
         await sender.aclose()
+
+
+class TestDeadline:
+    """The relay's read deadline on a connection (`_Connection.watch`): one timer per
+    connection for exchange after exchange, each exchange's deadline kept."""
+
+    async def test_a_later_exchange_keeps_its_own_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn = _Connection()
+        fired: list[tuple[str, float]] = []
+        done = loop.create_future()
+
+        def expired(name: str) -> Callable[[], None]:
+            def call() -> None:
+                fired.append((name, loop.time()))
+                done.set_result(None)
+
+            return call
+
+        first = loop.time() + 0.05
+        conn.watch(first, expired("first"))
+        conn.unwatch()  # the first exchange was answered
+        second = first + 0.1
+        conn.watch(second, expired("second"))
+        async with asyncio.timeout(LIMIT_S):
+            await done
+        assert [name for name, _ in fired] == ["second"]
+        assert fired[0][1] >= second  # the timer armed for the first moved itself on
+        assert conn.deadline_timer is None  # nothing left armed
+
+    async def test_an_earlier_deadline_is_not_missed(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn = _Connection()
+        done = loop.create_future()
+        conn.watch(loop.time() + 60, lambda: None)
+        conn.unwatch()
+        conn.watch(loop.time() + 0.05, lambda: done.set_result(loop.time()))
+        async with asyncio.timeout(LIMIT_S):
+            await done
+        assert conn.deadline_timer is None
+
+    async def test_closing_the_connection_stops_the_watch(self) -> None:
+        conn = _Connection()
+        conn.watch(asyncio.get_running_loop().time() + 60, lambda: None)
+        assert conn.deadline_timer is not None
+        conn.close()
+        assert conn.deadline_timer is None
+        assert conn.expired is None
 
 
 class TestFallback:
