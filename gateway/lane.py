@@ -172,7 +172,7 @@ class FastRelay:
         limiter = state.get("limiter")
         if (
             upstream is None
-            or upstream.base_url.scheme != "http"
+            or upstream.plain_netloc is None
             or not (limiter is None or isinstance(limiter, MemoryLimiter))
         ):
             return False
@@ -200,7 +200,7 @@ class FastRelay:
         exchange.probe, exchange.rid, exchange.route = probe, rid, route
         conn.listener = exchange.event
         assert conn.transport is not None
-        conn.transport.write(request_head("GET", request_target, upstream.base_url.netloc, headers))
+        conn.transport.write(request_head("GET", request_target, upstream.plain_netloc, headers))
         read_s = upstream.timeout.read
         if read_s is not None:
             conn.watch(asyncio.get_running_loop().time() + read_s, exchange.timed_out)

@@ -107,6 +107,10 @@ class Upstream:
         self.timeout_extension: dict[str, float | None] = self.timeout.as_dict()
         # What a request's own path and query follow (`upstream_url` keeps no base path).
         self.origin = f"{self.base_url.scheme}://{self.base_url.netloc.decode('ascii')}"
+        # The `Host` the relay writes (`gateway.server`: plain HTTP only), else None.
+        self.plain_netloc: bytes | None = (
+            self.base_url.netloc if self.base_url.scheme == "http" else None
+        )
         # As httpx-aiohttp maps httpx's timeouts: connect per socket, the pool wait overall.
         self.aiohttp_timeout = aiohttp.ClientTimeout(
             sock_connect=self.timeout.connect,

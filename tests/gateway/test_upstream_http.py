@@ -264,6 +264,12 @@ class TestPool:
         await sender.aclose()
 
 
+def test_only_a_plain_http_service_has_a_host_for_the_relay() -> None:
+    """The server's relay writes requests on plain connections only (`gateway.server`)."""
+    assert upstream("http://registry.internal:8001").plain_netloc == b"registry.internal:8001"
+    assert upstream("https://registry.internal:8443").plain_netloc is None
+
+
 class TestDeadline:
     """The relay's read deadline on a connection (`_Connection.watch`): one timer per
     connection for exchange after exchange, each exchange's deadline kept."""
