@@ -10,7 +10,6 @@ path that is not under a service's prefix."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from functools import partial
@@ -203,7 +202,8 @@ class FastRelay:
         conn.transport.write(request_head("GET", request_target, upstream.plain_netloc, headers))
         read_s = upstream.timeout.read
         if read_s is not None:
-            conn.watch(asyncio.get_running_loop().time() + read_s, exchange.timed_out)
+            # The protocol's loop: `get_running_loop` costs a system call (getpid) on 3.11.
+            conn.watch(protocol.loop, protocol.loop.time() + read_s, exchange.timed_out)
         return True
 
     async def relay_rest(

@@ -150,9 +150,11 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
 
-    def watch(self, deadline: float, expired: Callable[[], None]) -> None:
-        """`expired()` at `deadline` (loop time) unless `unwatch` came first. One timer per
-        connection, moved on when it fires before the deadline of the exchange then on,
+    def watch(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, expired: Callable[[], None]
+    ) -> None:
+        """`expired()` at `deadline` (`loop`'s time) unless `unwatch` came first. One timer
+        per connection, moved on when it fires before the deadline of the exchange then on,
         instead of one made and cancelled per exchange."""
         self.deadline, self.expired = deadline, expired
         timer = self.deadline_timer
@@ -160,7 +162,6 @@ class _Connection(asyncio.Protocol):
             return
         if timer is not None:
             timer.cancel()
-        loop = asyncio.get_running_loop()
         self.deadline_timer = loop.call_at(deadline, self._deadline_check, loop)
 
     def unwatch(self) -> None:

@@ -288,10 +288,10 @@ class TestDeadline:
             return call
 
         first = loop.time() + 0.05
-        conn.watch(first, expired("first"))
+        conn.watch(loop, first, expired("first"))
         conn.unwatch()  # the first exchange was answered
         second = first + 0.1
-        conn.watch(second, expired("second"))
+        conn.watch(loop, second, expired("second"))
         async with asyncio.timeout(LIMIT_S):
             await done
         assert [name for name, _ in fired] == ["second"]
@@ -302,16 +302,17 @@ class TestDeadline:
         loop = asyncio.get_running_loop()
         conn = _Connection()
         done = loop.create_future()
-        conn.watch(loop.time() + 60, lambda: None)
+        conn.watch(loop, loop.time() + 60, lambda: None)
         conn.unwatch()
-        conn.watch(loop.time() + 0.05, lambda: done.set_result(loop.time()))
+        conn.watch(loop, loop.time() + 0.05, lambda: done.set_result(loop.time()))
         async with asyncio.timeout(LIMIT_S):
             await done
         assert conn.deadline_timer is None
 
     async def test_closing_the_connection_stops_the_watch(self) -> None:
         conn = _Connection()
-        conn.watch(asyncio.get_running_loop().time() + 60, lambda: None)
+        loop = asyncio.get_running_loop()
+        conn.watch(loop, loop.time() + 60, lambda: None)
         assert conn.deadline_timer is not None
         conn.close()
         assert conn.deadline_timer is None
