@@ -86,8 +86,8 @@ class Lane:
         status = 500
         failed = False
         start = time.perf_counter()
-        in_flight = self.recorder.metrics.in_flight
-        in_flight.inc()
+        metrics = self.recorder.metrics
+        metrics.in_flight_now += 1
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -111,7 +111,7 @@ class Lane:
             failed = True
             raise
         finally:
-            in_flight.dec()
+            metrics.in_flight_now -= 1
             self.recorder.record(
                 scope["method"],
                 route,

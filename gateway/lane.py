@@ -260,7 +260,7 @@ class _Exchange:
         self.held = False
         self.rid = self.route = ""
         self.start = time.perf_counter()
-        relay.recorder.metrics.in_flight.inc()
+        relay.recorder.metrics.in_flight_now += 1
 
     def event(self) -> None:
         """Something came from the service (or the connection failed)."""
@@ -282,7 +282,7 @@ class _Exchange:
     def _end(self) -> None:
         self.conn.unwatch()
         self.conn.listener = None
-        self.relay.recorder.metrics.in_flight.dec()
+        self.relay.recorder.metrics.in_flight_now -= 1
 
     def _answered(self) -> None:
         self._end()

@@ -3,13 +3,14 @@ errors, the database pool; and the access log (request id, status, duration, no 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +25,14 @@ router = APIRouter()
 @router.get("/things/{thing_id}", operation_id="getThing")
 async def get_thing(thing_id: int) -> dict[str, int]:
     return {"id": thing_id}
+
+
+@router.get("/held", operation_id="held")
+async def held(request: Request) -> dict[str, bool]:
+    """Answers once the test lets it go (`app.state.release`)."""
+    request.app.state.holding.set()
+    await request.app.state.release.wait()
+    return {"ok": True}
 
 
 @router.get("/boom", operation_id="boomAgain")
@@ -113,6 +122,20 @@ async def test_counts_and_times_by_route_template(c: httpx.AsyncClient) -> None:
     )
     assert "/healthz" not in text and "/things/1" not in text  # templates, never raw paths
     assert value(text, "lianxin_app_info", app="things") == 1
+
+
+async def test_requests_in_flight_are_counted_while_they_run(
+    app: FastAPI, c: httpx.AsyncClient
+) -> None:
+    app.state.holding, app.state.release = asyncio.Event(), asyncio.Event()
+    async with asyncio.timeout(10):
+        pending = asyncio.create_task(c.get("/api/v1/things/held"))
+        await app.state.holding.wait()
+        during = value((await c.get("/metrics")).text, "lianxin_http_requests_in_flight")
+        app.state.release.set()
+        assert (await pending).status_code == 200
+        after = value((await c.get("/metrics")).text, "lianxin_http_requests_in_flight")
+    assert (during, after) == (1, 0)  # the scrape does not count itself
 
 
 async def test_errors_are_counted(app: FastAPI) -> None:

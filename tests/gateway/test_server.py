@@ -288,10 +288,11 @@ class TestLeftToTheApp:
 
 class TestServiceFailures:
     async def test_no_answer_in_time_is_a_504_problem(self, start: Start) -> None:
-        release = asyncio.Event()
+        release, hanging = asyncio.Event(), asyncio.Event()
 
         async def hang_second(number: int, head: bytes, r: Any, w: Any) -> bool:
             if b"hang" in head:
+                hanging.set()
                 async with asyncio.timeout(LIMIT_S):
                     await release.wait()
                 return False
@@ -299,12 +300,17 @@ class TestServiceFailures:
             await w.drain()
             return True
 
-        url, _, decided = await start(hang_second, upstream_timeout_s=0.3)
+        url, app, decided = await start(hang_second, upstream_timeout_s=0.3)
+        metrics = app.fast_relay.recorder.metrics  # type: ignore[attr-defined]
         async with client(url) as http:
             assert (await http.get(CARD)).status_code == 200
-            r = await http.get(CARD, params={"q": "hang"})
+            waiting = asyncio.create_task(http.get(CARD, params={"q": "hang"}))
+            await hanging.wait()
+            in_flight = metrics.in_flight_now  # the relayed request, waiting on the service
+            r = await waiting
             release.set()
             after = await http.get(CARD)
+        assert (in_flight, metrics.in_flight_now) == (1, 0)
         assert decided == [False, True, False]  # the timed-out connection is not reused
         assert r.status_code == 504
         assert r.headers["content-type"] == "application/problem+json"
