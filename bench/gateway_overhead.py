@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import _rows
+from bench._generator import no_gc_pauses
 from common.auth import ALGORITHM
 from services.registry.idnumber import check_character
 from tools import migrate, pg
@@ -272,23 +273,30 @@ def measure(
     other must see the same mix of it. CPU per request: each process's CPU time over the
     turns (the load generator's own included: it shares the cores) / successful requests."""
     for setup in setups:
-        asyncio.run(load(setup.urls, setup.token, concurrency=concurrency, seconds=warmup_s))
+        with no_gc_pauses():
+            asyncio.run(load(setup.urls, setup.token, concurrency=concurrency, seconds=warmup_s))
     latencies: dict[str, list[float]] = {s.target: [] for s in setups}
     errors = dict.fromkeys(latencies, 0)
     elapsed = dict.fromkeys(latencies, 0.0)
     cpu: dict[str, dict[str, float]] = {s.target: {} for s in setups}
     for _ in range(slices):
         for setup in setups:
-            before = {k: cpu_seconds(pid) for k, pid in setup.pids.items()}
-            client_before = time.process_time()
-            lat, err, took = asyncio.run(
-                load(setup.urls, setup.token, concurrency=concurrency, seconds=duration_s / slices)
-            )
-            spent = cpu[setup.target]
-            for k, pid in setup.pids.items():
-                spent[k] = spent.get(k, 0.0) + cpu_seconds(pid) - before[k]
-            # This process's own (not its children's): the load generator.
-            spent["client"] = spent.get("client", 0.0) + time.process_time() - client_before
+            with no_gc_pauses():  # its collection before the turn, not in its CPU
+                before = {k: cpu_seconds(pid) for k, pid in setup.pids.items()}
+                client_before = time.process_time()
+                lat, err, took = asyncio.run(
+                    load(
+                        setup.urls,
+                        setup.token,
+                        concurrency=concurrency,
+                        seconds=duration_s / slices,
+                    )
+                )
+                spent = cpu[setup.target]
+                for k, pid in setup.pids.items():
+                    spent[k] = spent.get(k, 0.0) + cpu_seconds(pid) - before[k]
+                # This process's own (not its children's): the load generator.
+                spent["client"] = spent.get("client", 0.0) + time.process_time() - client_before
             latencies[setup.target] += lat
             errors[setup.target] += err
             elapsed[setup.target] += took
@@ -459,9 +467,10 @@ def main(argv: list[str] | None = None) -> int:
 
         urls = via.urls
         before = {"gateway": cpu_seconds(gateway.pid), "registry": cpu_seconds(registry.pid)}
-        lat, errors, elapsed = asyncio.run(
-            open_loop(urls, token, rate=args.rate, seconds=args.duration)
-        )
+        with no_gc_pauses():
+            lat, errors, elapsed = asyncio.run(
+                open_loop(urls, token, rate=args.rate, seconds=args.duration)
+            )
         latency = summarize(
             f"gateway ({transports[0]}) at {args.rate:.0f}/s open loop",
             lat,

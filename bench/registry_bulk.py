@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from openpyxl import Workbook
 
 from bench import _rows
+from bench._generator import no_gc_pauses
 from common.auth import ALGORITHM
 from common.db import plain_url
 from common.sharding import child_shard_key
@@ -454,10 +455,12 @@ def run_listing(
     for cursor in chosen:
         url = f"{MEMBERS}?org_id={org_id}&limit=50"
         urls.append(url if cursor is None else f"{url}&cursor={cursor}")
-    asyncio.run(load(base, token, urls, concurrency=concurrency, seconds=1.0))  # warm-up
-    latencies, errors, elapsed = asyncio.run(
-        load(base, token, urls, concurrency=concurrency, seconds=seconds)
-    )
+    with no_gc_pauses():
+        asyncio.run(load(base, token, urls, concurrency=concurrency, seconds=1.0))  # warm-up
+    with no_gc_pauses():
+        latencies, errors, elapsed = asyncio.run(
+            load(base, token, urls, concurrency=concurrency, seconds=seconds)
+        )
     ordered = sorted(latencies)
     n = len(ordered)
     if n == 0:
@@ -479,10 +482,12 @@ def run_listing_at(
     base: str, path: str, target: str, members: int, *, concurrency: int, seconds: float
 ) -> ListRun:
     """A fixed URL (no token) for `seconds`: the baseline endpoint."""
-    asyncio.run(load(base, "", [path], concurrency=concurrency, seconds=1.0))  # warm-up
-    latencies, errors, elapsed = asyncio.run(
-        load(base, "", [path], concurrency=concurrency, seconds=seconds)
-    )
+    with no_gc_pauses():
+        asyncio.run(load(base, "", [path], concurrency=concurrency, seconds=1.0))  # warm-up
+    with no_gc_pauses():
+        latencies, errors, elapsed = asyncio.run(
+            load(base, "", [path], concurrency=concurrency, seconds=seconds)
+        )
     ordered = sorted(latencies)
     n = len(ordered)
     if n == 0:
