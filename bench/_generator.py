@@ -1,10 +1,14 @@
-"""What the benchmarks' load generators share."""
+"""What the benchmarks' load generators share: the closed loop, and no pauses of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import Iterator
+
+import aiohttp
 
 
 @contextlib.contextmanager
@@ -21,3 +25,46 @@ def no_gc_pauses() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+async def closed_loop(
+    urls: list[str],
+    token: str | None,
+    *,
+    concurrency: int,
+    seconds: float,
+    timeout_s: float = 10.0,
+) -> tuple[list[float], int, float]:
+    """`concurrency` clients reading `urls` (round robin) back to back for `seconds`, with
+    the bearer `token` if one is given: the latencies (s) of the `200` answers, the count
+    of the others and of failed requests, and the time it took."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        end = start + seconds
+
+        async def client(k: int) -> None:
+            nonlocal errors
+            i = k
+            while loop.time() < end:
+                url = urls[i % len(urls)]
+                i += concurrency
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(url, headers=headers) as r:
+                        await r.read()
+                        ok = r.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
+        return latencies, errors, loop.time() - start

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import _rows
-from bench._generator import no_gc_pauses
+from bench._generator import closed_loop, no_gc_pauses
 from common.auth import ALGORITHM
 from services.registry.idnumber import check_character
 from tools import migrate, pg
@@ -152,43 +152,6 @@ def rss_mb(pid: int) -> float:
     )
 
 
-async def load(
-    urls: list[str], token: str | None, *, concurrency: int, seconds: float
-) -> tuple[list[float], int, float]:
-    """`concurrency` clients reading `urls` (round robin) back to back for `seconds`:
-    latencies (s), errors, elapsed."""
-    latencies: list[float] = []
-    errors = 0
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        end = start + seconds
-
-        async def client(k: int) -> None:
-            nonlocal errors
-            i = k
-            while loop.time() < end:
-                url = urls[i % len(urls)]
-                i += concurrency
-                t0 = time.perf_counter()
-                try:
-                    async with session.get(url, headers=headers) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(client(k) for k in range(concurrency)))
-        return latencies, errors, loop.time() - start
-
-
 async def open_loop(
     urls: list[str], token: str, *, rate: float, seconds: float
 ) -> tuple[list[float], int, float]:
@@ -274,7 +237,9 @@ def measure(
     turns (the load generator's own included: it shares the cores) / successful requests."""
     for setup in setups:
         with no_gc_pauses():
-            asyncio.run(load(setup.urls, setup.token, concurrency=concurrency, seconds=warmup_s))
+            asyncio.run(
+                closed_loop(setup.urls, setup.token, concurrency=concurrency, seconds=warmup_s)
+            )
     latencies: dict[str, list[float]] = {s.target: [] for s in setups}
     errors = dict.fromkeys(latencies, 0)
     elapsed = dict.fromkeys(latencies, 0.0)
@@ -285,7 +250,7 @@ def measure(
                 before = {k: cpu_seconds(pid) for k, pid in setup.pids.items()}
                 client_before = time.process_time()
                 lat, err, took = asyncio.run(
-                    load(
+                    closed_loop(
                         setup.urls,
                         setup.token,
                         concurrency=concurrency,

@@ -40,7 +40,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import httpx
 import jwt
@@ -50,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from openpyxl import Workbook
 
 from bench import _rows
-from bench._generator import no_gc_pauses
+from bench._generator import closed_loop, no_gc_pauses
 from common.auth import ALGORITHM
 from common.db import plain_url
 from common.sharding import child_shard_key
@@ -405,37 +404,14 @@ def walk_pages(c: httpx.Client, org_id: uuid.UUID) -> tuple[list[str | None], in
 async def load(
     base: str, token: str, urls: list[str], *, concurrency: int, seconds: float
 ) -> tuple[list[float], int, float]:
-    latencies: list[float] = []
-    errors = 0
-    headers = {"Authorization": f"Bearer {token}"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(
-        base, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
-    ) as session:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        end = start + seconds
-
-        async def client(k: int) -> None:
-            nonlocal errors
-            i = k
-            while loop.time() < end:
-                url = urls[i % len(urls)]
-                i += concurrency
-                t0 = time.perf_counter()
-                try:
-                    async with session.get(url, headers=headers) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(client(k) for k in range(concurrency)))
-        return latencies, errors, loop.time() - start
+    """`bench._generator.closed_loop` over `urls` relative to `base`."""
+    return await closed_loop(
+        [base + url for url in urls],
+        token or None,
+        concurrency=concurrency,
+        seconds=seconds,
+        timeout_s=30.0,
+    )
 
 
 def run_listing(
