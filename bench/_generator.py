@@ -27,6 +27,17 @@ def no_gc_pauses() -> Iterator[None]:
         gc.enable()
 
 
+async def read_ok(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> bool:
+    """One `GET`, its body read whole: whether the answer was a `200` (False: another
+    status, or no answer — a failed connection, the session's timeout)."""
+    try:
+        async with session.get(url, headers=headers) as r:
+            await r.read()
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 async def closed_loop(
     urls: list[str],
     token: str | None,
@@ -55,13 +66,7 @@ async def closed_loop(
                 url = urls[i % len(urls)]
                 i += concurrency
                 t0 = time.perf_counter()
-                try:
-                    async with session.get(url, headers=headers) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
+                if await read_ok(session, url, headers):
                     latencies.append(time.perf_counter() - t0)
                 else:
                     errors += 1

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import _rows
-from bench._generator import closed_loop, no_gc_pauses
+from bench._generator import closed_loop, no_gc_pauses, read_ok
 from common.auth import ALGORITHM
 from services.registry.idnumber import check_character
 from tools import migrate, pg
@@ -166,13 +166,7 @@ async def open_loop(
 
         async def one(url: str, due: float) -> None:
             nonlocal errors
-            try:
-                async with session.get(url, headers=headers) as r:
-                    await r.read()
-                    ok = r.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
+            if await read_ok(session, url, headers):
                 latencies.append(time.perf_counter() - due)
             else:
                 errors += 1
