@@ -31,6 +31,7 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -141,21 +142,24 @@ class _Connection(asyncio.Protocol):
         """Until something arrives (or the connection fails), at most `limit_s` s."""
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        # A bare timer handle: `asyncio.timeout` costs several times more per wait.
-        timer = loop.call_later(limit_s, _expire, waiter) if limit_s is not None else None
+        # The connection's one deadline timer (`watch`), as the relay's: `asyncio.timeout`
+        # or a timer per wait cost more.
+        if limit_s is not None:
+            self.watch(loop, loop.time() + limit_s, partial(_expire, waiter))
         try:
             await waiter
         finally:
             self.waiter = None
-            if timer is not None:
-                timer.cancel()
+            if limit_s is not None:
+                self.unwatch()
 
     def watch(
         self, loop: asyncio.AbstractEventLoop, deadline: float, expired: Callable[[], None]
     ) -> None:
-        """`expired()` at `deadline` (`loop`'s time) unless `unwatch` came first. One timer
-        per connection, moved on when it fires before the deadline of the exchange then on,
-        instead of one made and cancelled per exchange."""
+        """`expired()` at `deadline` (`loop`'s time) unless `unwatch` came first: the
+        relay's read deadline and `wait`'s. One timer per connection, moved on when it
+        fires before the deadline then current, instead of one made and cancelled per
+        exchange or wait."""
         self.deadline, self.expired = deadline, expired
         timer = self.deadline_timer
         if timer is not None and timer.when() <= deadline:
