@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from common.auth import TokenVerifier
-from common.db import create_engine, make_sessionmaker
+from common.db import app_engine, make_sessionmaker
 from common.errors import install_error_handlers, problem_openapi, problem_responses
 from common.lane import Lane, bodyless
 from common.logs import configure_logging
@@ -50,12 +50,7 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = None
         if getattr(app.state, "sessionmaker", None) is None:
-            engine = create_engine(
-                settings.database_url,
-                pool_size=settings.db_pool_size,
-                statement_timeout_ms=settings.db_statement_timeout_ms,
-                application_name=title.lower(),
-            )
+            engine = app_engine(settings, application_name=title.lower())
             app.state.sessionmaker = make_sessionmaker(engine)
             if tracing is not None:
                 instrument_engine(engine, tracing.tracer)

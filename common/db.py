@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Insert, MetaData, Table, cast, event, insert
@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import UserDefinedType
 from sqlalchemy.util import await_
 from sqlmodel import SQLModel
+
+if TYPE_CHECKING:
+    from common.settings import BaseAppSettings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -58,12 +61,20 @@ def plain_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, statement_timeout_ms: int = 15_000, **kwargs: Any
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    statement_timeout_ms: int = 15_000,
+    **kwargs: Any,
 ) -> AsyncEngine:
+    """`pool_size` connections kept once opened, and `max_overflow` more (None: as many)
+    that a burst opens and that are closed as they come back. A server's engine takes no
+    overflow (`app_engine`)."""
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=False,  # `_ping` below: one round trip where this takes three
         pool_recycle=1800,
         # Never the statement's values in a log line or an error message: they may be
@@ -84,6 +95,21 @@ def create_engine(
     )
     event.listen(engine.sync_engine, "checkout", _ping)
     return engine
+
+
+def app_engine(settings: BaseAppSettings, *, application_name: str) -> AsyncEngine:
+    """An app's engine: at most `db_pool_size` connections, each kept once opened. With an
+    overflow, a connection a burst opened beyond the pool was closed as it came back and
+    opened again at the next burst: under the mixed load (bench/load.py) two new PostgreSQL
+    sessions a second, each a server process started and asyncpg's type introspection run
+    again, until requests timed out at a load the same connections kept open carry."""
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        application_name=application_name,
+    )
 
 
 def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

@@ -65,7 +65,7 @@ class BaseAppSettings(BaseSettings):
     # The database password, when it is not in the URL (e.g. `LIANXIN_DATABASE_PASSWORD_FILE`
     # = the PostgreSQL container's password secret); it replaces the URL's.
     database_password: str | None = None
-    db_pool_size: int = 10
+    db_pool_size: int = Field(default=20, ge=1)
     db_statement_timeout_ms: int = 15_000
     # PEM text of the gateway's token-signing public key, or a file holding it.
     jwt_public_key: str | None = None

@@ -16,7 +16,7 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from common.app import serving, settle_heap
-from common.db import create_engine, make_sessionmaker
+from common.db import app_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
 from common.metrics import install_metrics, route_label
@@ -70,12 +70,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = None
         if sessionmaker is None:
-            engine = create_engine(
-                settings.database_url,
-                pool_size=settings.db_pool_size,
-                statement_timeout_ms=settings.db_statement_timeout_ms,
-                application_name="gateway",
-            )
+            engine = app_engine(settings, application_name="gateway")
             if tracing is not None:
                 instrument_engine(engine, tracing.tracer)
         app.state.sessionmaker = sessionmaker or make_sessionmaker(engine)

@@ -38,8 +38,11 @@ MEANINGS: dict[str, str] = {
     "database_url": "the PostgreSQL every app uses (`postgresql://user:pw@host:port/db`)",
     "database_password": "the database password, replacing the URL's (give it as "
     "`LIANXIN_DATABASE_PASSWORD_FILE`: the PostgreSQL container's password secret)",
-    "db_pool_size": "connections each process keeps in its pool",
+    "db_pool_size": "connections each process opens at most to the database for its "
+    "requests and consumers, kept open once opened (no overflow)",
     "db_statement_timeout_ms": "bound on every query",
+    "hot_reads_pool_size": "connections of the registry's own asyncpg pool for its hottest "
+    "reads (a member's card, a page of a subtree), besides `LIANXIN_DB_POOL_SIZE`",
     "jwt_public_key": "PEM text of the gateway's token-signing public key (Ed25519)",
     "jwt_public_key_file": "file holding that key (used when the text is not set)",
     "jwt_issuer": "`iss` of access tokens",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from common.settings import BaseAppSettings
 
 
@@ -10,3 +12,5 @@ class RegistrySettings(BaseAppSettings):
     # How often overdue transfer letters are stored as `expired` (once across replicas).
     transfer_expiry_sweep_s: float = 3600.0
     import_max_rows: int = 200_000
+    # The hot reads' own asyncpg pool (`service.member_read.HotReads`).
+    hot_reads_pool_size: int = Field(default=10, ge=1)

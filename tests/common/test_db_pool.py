@@ -8,8 +8,10 @@ import asyncio
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.db import create_engine, plain_url
+from common.db import app_engine, create_engine, plain_url
+from common.settings import BaseAppSettings
 
 
 async def test_a_pooled_connection_whose_session_ended_is_replaced(database_url: str) -> None:
@@ -32,4 +34,47 @@ async def test_a_pooled_connection_whose_session_ended_is_replaced(database_url:
             second = await conn.scalar(text("SELECT pg_backend_pid()"))
         assert second != first
     finally:
+        await engine.dispose()
+
+
+async def test_an_apps_engine_keeps_what_a_burst_opened_and_opens_no_more(
+    database_url: str,
+) -> None:
+    """A server's engine has no overflow: the sessions a burst opened serve the next burst
+    (no server process started again, no type introspection again), and a request beyond
+    `db_pool_size` waits for one of them instead of opening another."""
+    engine = app_engine(
+        BaseAppSettings(database_url=database_url, db_pool_size=3), application_name="pool-test"
+    )
+    held: list[AsyncConnection] = []
+
+    async def checkout() -> AsyncConnection:
+        conn = await engine.connect()
+        held.append(conn)
+        return conn
+
+    async def pid(conn: AsyncConnection) -> int:
+        return int(await conn.scalar(text("SELECT pg_backend_pid()")))
+
+    async def give_back(conn: AsyncConnection) -> None:
+        held.remove(conn)
+        await conn.close()
+
+    try:
+        first = [await checkout() for _ in range(3)]
+        pids = {await pid(conn) for conn in first}
+        assert len(pids) == 3
+        for conn in first:
+            await give_back(conn)
+        burst = [await checkout() for _ in range(3)]
+        assert {await pid(conn) for conn in burst} == pids
+        fourth = asyncio.create_task(checkout())
+        done, _ = await asyncio.wait({fourth}, timeout=0.5)
+        assert not done, "a fourth connection was opened beyond db_pool_size"
+        await give_back(burst[0])
+        async with asyncio.timeout(10):
+            assert await pid(await fourth) in pids
+    finally:
+        for conn in held:
+            await conn.close()
         await engine.dispose()

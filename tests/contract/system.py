@@ -84,7 +84,8 @@ def running_system(
             "LIANXIN_JWT_PUBLIC_KEY": jwt_public,
             "LIANXIN_SERVICE_PUBLIC_KEY": service_public,
             "LIANXIN_SERVICE_PRIVATE_KEY": service_private,
-            "LIANXIN_DB_POOL_SIZE": "3",
+            # Six at most per process, as many as the fault tests hold at once.
+            "LIANXIN_DB_POOL_SIZE": "6",
         }
         gateways: list[UvicornProcess] = []
         for replica in range(replicas):

@@ -48,10 +48,10 @@ def build(name: str, settings_env: dict[str, object], **overrides: object) -> Fa
 async def test_every_connection_of_each_app_is_bounded(
     name: str, settings_env: dict[str, object]
 ) -> None:
-    app = build(name, settings_env, db_statement_timeout_ms=4321, db_pool_size=2)
+    app = build(name, settings_env, db_statement_timeout_ms=4321, db_pool_size=3)
     async with app.router.lifespan_context(app):
-        # More sessions than the pool keeps: pooled and overflow connections alike.
-        sessions = [app.state.sessionmaker() for _ in range(4)]
+        # As many sessions at once as the pool opens connections: each of them.
+        sessions = [app.state.sessionmaker() for _ in range(3)]
         try:
             for session in sessions:
                 shown = [

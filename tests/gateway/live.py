@@ -71,7 +71,7 @@ def registry_service(database_url: str, public_pem: str, port: int | None = None
             "DATABASE_URL": database_url,
             "LIANXIN_JWT_PUBLIC_KEY": public_pem,
             "LIANXIN_ENVIRONMENT": "test",
-            "LIANXIN_DB_POOL_SIZE": "2",
+            "LIANXIN_DB_POOL_SIZE": "4",
         },
         port=port,
         ready_path="/readyz",

@@ -121,7 +121,7 @@ def open_hot_reads(app: Any) -> HotReads | None:
     settings = getattr(app.state, "settings", None)
     reads = HotReads(
         plain_url(engine.url.render_as_string(hide_password=False)),
-        max_size=getattr(settings, "db_pool_size", 10),
+        max_size=getattr(settings, "hot_reads_pool_size", 10),
         statement_timeout_ms=getattr(settings, "db_statement_timeout_ms", 15_000),
     )
     app.state.hot_reads = reads
