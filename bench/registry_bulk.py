@@ -401,17 +401,28 @@ def walk_pages(c: httpx.Client, org_id: uuid.UUID) -> tuple[list[str | None], in
         cursors.append(page["next_cursor"])
 
 
-async def load(
-    base: str, token: str, urls: list[str], *, concurrency: int, seconds: float
+def timed_load(
+    base: str,
+    token: str,
+    urls: list[str],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup_s: float = 1.0,
 ) -> tuple[list[float], int, float]:
-    """`bench._generator.closed_loop` over `urls` relative to `base`."""
-    return await closed_loop(
-        [base + url for url in urls],
-        token or None,
-        concurrency=concurrency,
-        seconds=seconds,
-        timeout_s=30.0,
-    )
+    """`bench._generator.closed_loop` over `urls` (relative to `base`) for `warmup_s`, then
+    measured for `seconds`, each without the generator's collector pauses: the measured
+    run's latencies, errors and elapsed time."""
+    full = [base + url for url in urls]
+
+    def run(s: float) -> tuple[list[float], int, float]:
+        with no_gc_pauses():
+            return asyncio.run(
+                closed_loop(full, token or None, concurrency=concurrency, seconds=s, timeout_s=30.0)
+            )
+
+    run(warmup_s)
+    return run(seconds)
 
 
 def run_listing(
@@ -431,12 +442,9 @@ def run_listing(
     for cursor in chosen:
         url = f"{MEMBERS}?org_id={org_id}&limit=50"
         urls.append(url if cursor is None else f"{url}&cursor={cursor}")
-    with no_gc_pauses():
-        asyncio.run(load(base, token, urls, concurrency=concurrency, seconds=1.0))  # warm-up
-    with no_gc_pauses():
-        latencies, errors, elapsed = asyncio.run(
-            load(base, token, urls, concurrency=concurrency, seconds=seconds)
-        )
+    latencies, errors, elapsed = timed_load(
+        base, token, urls, concurrency=concurrency, seconds=seconds
+    )
     ordered = sorted(latencies)
     n = len(ordered)
     if n == 0:
@@ -458,12 +466,9 @@ def run_listing_at(
     base: str, path: str, target: str, members: int, *, concurrency: int, seconds: float
 ) -> ListRun:
     """A fixed URL (no token) for `seconds`: the baseline endpoint."""
-    with no_gc_pauses():
-        asyncio.run(load(base, "", [path], concurrency=concurrency, seconds=1.0))  # warm-up
-    with no_gc_pauses():
-        latencies, errors, elapsed = asyncio.run(
-            load(base, "", [path], concurrency=concurrency, seconds=seconds)
-        )
+    latencies, errors, elapsed = timed_load(
+        base, "", [path], concurrency=concurrency, seconds=seconds
+    )
     ordered = sorted(latencies)
     n = len(ordered)
     if n == 0:

@@ -38,9 +38,8 @@ from typing import Any
 import httpx
 
 from bench import _rows
-from bench._generator import no_gc_pauses
 from bench.province import generate
-from bench.registry_bulk import ListRun, admin_token, keys, load
+from bench.registry_bulk import ListRun, admin_token, keys, timed_load
 from tools import migrate, pg
 from tools.servers import FAST, UvicornProcess
 
@@ -51,12 +50,7 @@ MEMBERS = "/api/v1/registry/members"
 def measured(
     base: str, token: str, urls: list[str], label: str, members: int, *, clients: int, s: float
 ) -> ListRun:
-    with no_gc_pauses():
-        asyncio.run(load(base, token, urls, concurrency=clients, seconds=1.0))  # warm-up
-    with no_gc_pauses():
-        latencies, errors, elapsed = asyncio.run(
-            load(base, token, urls, concurrency=clients, seconds=s)
-        )
+    latencies, errors, elapsed = timed_load(base, token, urls, concurrency=clients, seconds=s)
     ordered = sorted(latencies)
     n = len(ordered)
     if n == 0:
