@@ -22,10 +22,11 @@ from common.errors import AppError, app_error_response
 from common.lane import Lane, bodyless
 from common.metrics import RequestRecorder
 from common.middleware import request_id_from
-from gateway.auth.credentials import is_internal
+from gateway.auth.credentials import INTERNAL_SEGMENTS, is_internal
 from gateway.breaker import CircuitOpen
 from gateway.middleware import EdgeHeaders
 from gateway.proxy import (
+    _REQUEST_DROP_B,
     _RESPONSE_DROP_B,
     BUFFER_MAX_BYTES,
     PROXIED_METHODS,
@@ -34,7 +35,9 @@ from gateway.proxy import (
     UpstreamTimeout,
     UpstreamUnavailable,
     end_to_end,
+    forward_head,
     has_dot_segments,
+    lists_others,
     upstream_headers,
 )
 from gateway.ratelimit import MemoryLimiter, key_of
@@ -102,6 +105,11 @@ class ProxyLane:
         )
 
 
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """`name: value` lines, each ended by CRLF."""
+    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
+
+
 class FastRelay:
     """The lane's requests that need no decision of the app's, relayed by the server's
     protocol (`gateway.server`) with callbacks: see there for which, and what they get."""
@@ -112,6 +120,31 @@ class FastRelay:
         self.lane = proxy_lane.lane
         self.recorder = proxy_lane.lane.recorder
         self.edge = edge
+        self.answer_drop = _RESPONSE_DROP_B | edge.names
+
+    def answer_lines(self, raw: list[tuple[bytes, bytes]], rid: str) -> bytes:
+        """The head lines of a service's answer as the client gets it: its end-to-end
+        headers (`end_to_end`), the request id, the edge's (`EdgeHeaders.apply`), in one
+        pass."""
+        edge = self.edge
+        drop = self.answer_drop
+        parts: list[bytes] = []
+        csp = cache = False
+        for name, value in raw:
+            name = name.lower()
+            if name in drop:
+                if name == b"connection" and lists_others(value, drop):
+                    headers = end_to_end(raw, _RESPONSE_DROP_B)
+                    headers.append((b"x-request-id", rid.encode()))
+                    return header_lines(edge.apply(headers, api=True))
+                continue
+            if name == b"content-security-policy":
+                csp = True
+            elif name == b"cache-control":
+                cache = True
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"x-request-id: ", rid.encode(), b"\r\n", edge.lines[csp][cache])
+        return b"".join(parts)
 
     def ready(self) -> bool:
         """The proxy is up, with the lean client (the relay drives its connections)."""
@@ -134,27 +167,48 @@ class FastRelay:
         if target is None:
             return False
         service, route = target
-        if has_dot_segments(path) or is_internal(path):
+        # The segment after the service's prefix, as `is_internal` finds it (an empty one:
+        # it skips those, so it decides); a dot segment has a `/.` before it.
+        segment = path[end + 1 :].partition("/")[0]
+        if (segment.lower() in INTERNAL_SEGMENTS if segment else is_internal(path)) or (
+            "/." in path and has_dot_segments(path)
+        ):
             return False
         cors = self.proxy_lane.cors
-        authorization = given_id = None
+        authorization = given_id = host = None
+        # The client's end-to-end header lines, taken in the same pass (names in lower
+        # case: uvicorn's), for `forward_head`; None: a `Connection` header names others to
+        # drop, and `upstream_headers` makes them.
+        kept: list[bytes] | None = []
         for name, value in scope["headers"]:
+            if name in _REQUEST_DROP_B:
+                if name == b"host":
+                    if host is None:
+                        host = value
+                elif name == b"x-request-id":
+                    given_id = value
+                elif name == b"transfer-encoding" or (
+                    forwarded and name.startswith(b"x-forwarded-")
+                ):
+                    return False
+                elif name == b"connection" and lists_others(value, _REQUEST_DROP_B):
+                    kept = None
+                continue
             if name == b"authorization":
                 if authorization is not None:
                     return False
                 authorization = value
-            elif name == b"x-request-id":
-                given_id = value
             elif name == b"content-length":
                 if value.strip() not in (b"", b"0"):
                     return False
             elif (
-                name == b"transfer-encoding"
-                or name == b"x-api-key"
+                name == b"x-api-key"
                 or (cors and name == b"origin")
                 or (forwarded and name.startswith(b"x-forwarded-"))
             ):
                 return False
+            if kept is not None:
+                kept += (name, b": ", value, b"\r\n")
         state = self.app.state._state
         subject = None
         if authorization is not None:
@@ -192,14 +246,18 @@ class FastRelay:
             pool.give_back(conn)
             return False
         rid = request_id_from(given_id)
-        headers = upstream_headers(scope, rid)
         query: bytes = scope["query_string"]
         request_target = scope["raw_path"] + (b"?" + query if query else b"")
+        netloc = upstream.plain_netloc
+        if kept is None:
+            head = request_head("GET", request_target, netloc, upstream_headers(scope, rid))
+        else:
+            head = forward_head(request_target, netloc, kept, rid, scope, host)
         exchange = _Exchange(self, protocol, scope, done, service, upstream, pool, conn)
         exchange.probe, exchange.rid, exchange.route = probe, rid, route
         conn.listener = exchange.event
         assert conn.transport is not None
-        conn.transport.write(request_head("GET", request_target, upstream.plain_netloc, headers))
+        conn.transport.write(head)
         read_s = upstream.timeout.read
         if read_s is not None:
             # The protocol's loop: `get_running_loop` costs a system call (getpid) on 3.11.
@@ -288,16 +346,14 @@ class _Exchange:
         self._end()
         conn = self.conn
         status = conn.status
-        headers = end_to_end(conn.headers, _RESPONSE_DROP_B)
+        lines = self.relay.answer_lines(conn.headers, self.rid)
         body = b"".join(conn.body)
         self.pool.release(conn)
         self.upstream.breaker.success()
-        self._write(status, headers, body)
+        self._write(status, lines, body)
 
-    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        headers.append((b"x-request-id", self.rid.encode()))
-        headers = self.relay.edge.apply(headers, api=True)
-        self.protocol.write_answer(self.done, status, headers, body)
+    def _write(self, status: int, lines: bytes, body: bytes) -> None:
+        self.protocol.write_answer(self.done, status, lines, body)
         self.relay.recorder.record(
             "GET",
             self.route,
@@ -340,7 +396,10 @@ class _Exchange:
             response = app_error_response(exc)
         finally:
             request_id_var.reset(token)
-        self._write(response.status_code, list(response.raw_headers), bytes(response.body))
+        headers = list(response.raw_headers)
+        headers.append((b"x-request-id", self.rid.encode()))
+        lines = header_lines(self.relay.edge.apply(headers, api=True))
+        self._write(response.status_code, lines, bytes(response.body))
 
 
 def _small(status: int, headers: list[tuple[bytes, bytes]]) -> bool:

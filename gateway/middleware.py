@@ -23,6 +23,18 @@ class EdgeHeaders:
             hsts = f"max-age={hsts_max_age_s}; includeSubDomains"
             self.always.append((b"strict-transport-security", hsts.encode()))
         self._names = {name for name, _ in self.always}
+        # `apply` as header lines, for an answer that already holds a CSP and/or a cache
+        # policy (`lines[csp][cache]`: the relay writes heads as bytes, `gateway.server`).
+        always = b"".join(b"%s: %s\r\n" % pair for pair in self.always)
+        csp = b"content-security-policy: " + STRICT_CSP_B + b"\r\n"
+        cache = b"cache-control: no-store\r\n"
+        self.lines = (
+            (always + csp + cache, always + csp),
+            (always + cache, always),
+        )
+        # What the relay leaves out of an answer's head: the edge's own names (`apply`
+        # replaces them).
+        self.names = frozenset(self._names)
 
     def apply(self, headers: list[tuple[bytes, bytes]], *, api: bool) -> list[tuple[bytes, bytes]]:
         """A response's headers with the edge's added (and any the response set of the

@@ -158,6 +158,36 @@ def upstream_headers(scope: Scope, request_id: str) -> list[tuple[bytes, bytes]]
     return out
 
 
+def lists_others(connection: bytes, drop: frozenset[bytes]) -> bool:
+    """A `Connection` header's value naming a header that `drop` does not hold."""
+    return any(t.strip().lower() not in drop for t in connection.split(b",") if t.strip())
+
+
+def forward_head(
+    target: bytes,
+    netloc: bytes,
+    kept: list[bytes],
+    request_id: str,
+    scope: Scope,
+    host: bytes | None,
+) -> bytes:
+    """The head of a `GET` as `request_head` writes it with `upstream_headers`, from the
+    client's end-to-end header lines (`kept`: `name`, `: `, `value`, CRLF, names in lower
+    case) and its first `Host` header, which the relay takes in its one pass over the
+    headers."""
+    client = scope.get("client")
+    tail = [b"x-request-id: ", request_id.encode("latin-1")]
+    if client:
+        tail += (b"\r\nx-forwarded-for: ", str(client[0]).encode("latin-1"))
+    tail += (b"\r\nx-forwarded-proto: ", str(scope["scheme"]).encode("latin-1"))
+    if host:
+        tail += (b"\r\nx-forwarded-host: ", host)
+    tail.append(b"\r\n\r\n")
+    return b"".join(
+        (b"GET ", target, b" HTTP/1.1\r\nhost: ", netloc, b"\r\n", b"".join(kept), *tail)
+    )
+
+
 def has_dot_segments(path: str) -> bool:
     """`.` or `..` among a path's segments: it could leave the service's prefix."""
     segments = path.split("/")

@@ -80,6 +80,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # is on), and the one timer that checks it.
         self.idle_since: float | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        # The server's default headers (`date`) and their lines, made once per list.
+        self.defaults: tuple[object, bytes] = (None, b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle_timer is not None:
@@ -157,22 +159,26 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()
 
     # called by the relay
-    def write_answer(
-        self, done: _Done, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
-        """The answer, in one write; then what uvicorn does once a response is complete."""
+    def write_answer(self, done: _Done, status: int, lines: bytes, body: bytes) -> None:
+        """The answer (`lines`: its head's header lines), in one write; then what uvicorn
+        does once a response is complete."""
         if done.disconnected:
             done.response_complete = True
             return
-        parts = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            parts += [name, b": ", value, b"\r\n"]
-        for name, value in headers:
-            parts += [name, b": ", value, b"\r\n"]
-        if not done.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += [b"\r\n", body]
-        self.transport.write(b"".join(parts))
+        defaults = self.server_state.default_headers
+        if defaults is not self.defaults[0]:  # uvicorn makes a new list (`date`) each second
+            self.defaults = (defaults, b"".join(b"%s: %s\r\n" % pair for pair in defaults))
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status],
+                    self.defaults[1],
+                    lines,
+                    b"\r\n" if done.keep_alive else b"connection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
         done.response_complete = True
         if not done.keep_alive:
             self.transport.close()

@@ -159,6 +159,66 @@ class TestRelayed:
 
         assert shape(relayed) == shape(by_app)
 
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"X-Client-Note": "a", "Keep-Alive": "timeout=5", "TE": "trailers"},
+            # Names another header to drop: not forwarded either way.
+            {"Connection": "keep-alive, x-hop-note", "X-Hop-Note": "b", "X-Client-Note": "c"},
+            {"Host": ""},  # an empty Host: no X-Forwarded-Host
+        ],
+    )
+    async def test_relayed_request_is_the_one_the_app_sends(
+        self, start: Start, extra: dict[str, str]
+    ) -> None:
+        url, _, decided = await start(keep_alive)
+        async with client(url, **extra) as http:
+            by_app = await http.get(CARD, params={"q": "x"})
+            relayed = await http.get(CARD, params={"q": "x"})
+        assert decided == [False, True]
+
+        def head(r: httpx.Response) -> list[str]:
+            assert r.status_code == 200
+            lines = json.loads(r.content)["head"].split("\r\n")
+            return [
+                f"x-request-id: {'<id>' if r.headers['x-request-id'] in line else line}"
+                if line.startswith("x-request-id:")
+                else line
+                for line in lines
+            ]
+
+        assert head(relayed) == head(by_app)
+        sent = sent_headers(relayed.content)
+        assert "x-hop-note" not in sent and "keep-alive" not in sent and "te" not in sent
+        assert ("x-forwarded-host" in sent) is (extra.get("Host") != "")
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            b"cache-control: max-age=60\r\ncontent-security-policy: sandbox\r\n",
+            b"x-frame-options: SAMEORIGIN\r\nserver: upstream\r\nx-request-id: theirs\r\n",
+            b"connection: x-upstream-note\r\nx-upstream-note: hop\r\nx-kept: 1\r\n",
+        ],
+    )
+    async def test_relayed_answer_is_the_one_the_app_gives(
+        self, start: Start, extra: bytes
+    ) -> None:
+        url, _, decided = await start(always(answer(b'{"a": 1}', extra=extra)))
+        async with client(url) as http:
+            by_app = await http.get(CARD)
+            relayed = await http.get(CARD)
+        assert decided == [False, True]
+
+        def shape(r: httpx.Response) -> list[tuple[str, str]]:
+            varying = {"date", "x-request-id"}
+            return [(k, "" if k in varying else v) for k, v in r.headers.multi_items()]
+
+        assert shape(relayed) == shape(by_app)
+        assert relayed.content == by_app.content == b'{"a": 1}'
+        assert relayed.headers["x-request-id"] != "theirs"
+        assert "x-upstream-note" not in relayed.headers
+        assert relayed.headers["x-content-type-options"] == "nosniff"
+
     async def test_no_token_is_relayed_for_the_service_to_refuse(self, start: Start) -> None:
         url, _, decided = await start(keep_alive)
         async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=LIMIT_S) as http:
@@ -374,6 +434,44 @@ class TestWire:
         firsts = [json.loads(b)["head"].split("\r\n")[0] for b in bodies]
         assert firsts == [f"GET {CARD}?q={q} HTTP/1.1" for q in ("one", "two", "three")]
         assert decided[:2] == [False, True]
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/api/v1/registry/audit-log",
+            "/api/v1/registry/Audit-Log?limit=1",
+            "/api/v1/registry//persons/resolve",
+            "/api/v1/registry/members/../audit-log",
+            "/api/v1/registry/./audit-log",
+        ],
+    )
+    async def test_internal_and_dot_segment_paths_are_the_apps_404(
+        self, start: Start, path: str
+    ) -> None:
+        url, _, decided = await start(keep_alive)
+        host, port = url.removeprefix("http://").split(":")
+        token = mint("admin")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        statuses = []
+        try:
+            async with asyncio.timeout(LIMIT_S):
+                for target in (CARD, CARD, path):  # the first connects: then kept alive
+                    writer.write(
+                        f"GET {target} HTTP/1.1\r\nhost: {host}\r\n"
+                        f"authorization: Bearer {token}\r\n\r\n".encode()
+                    )
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                    await reader.readexactly(length)
+                    statuses.append(int(head.split(b" ")[1]))
+        finally:
+            writer.close()
+        assert statuses == [200, 200, 404]
+        assert decided == [False, True, False]
 
     async def test_connection_close_is_honoured(self, start: Start) -> None:
         url, _, decided = await start(keep_alive)
