@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.registry import idnumber
 from services.registry.app import create_app
+from services.registry.service import imports
+from services.registry.service.member_card import renew_statistics
 from services.registry.settings import RegistrySettings
 from tests.helpers import client, mint
 from tests.registry.factories import Tree, make_member, next_id_number
@@ -440,6 +442,55 @@ class TestImportMembers:
         assert payload.payload["org_id"] == tree.community_a["id"]
         assert payload.payload["org_path"] in payload.org_paths
         assert "phone" not in payload.payload and "id_number" not in payload.payload
+
+    async def test_a_real_import_renews_the_statistics_a_dry_run_does_not(
+        self, admin: httpx.AsyncClient, tree: Tree, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        changed: list[int] = []
+
+        async def renew(session: AsyncSession, count: int) -> bool:
+            changed.append(count)
+            return False
+
+        monkeypatch.setattr(imports, "renew_statistics", renew)
+        rows = [HEADER, card(tree, "统一", next_id_number()), card(tree, "统二", next_id_number())]
+        await upload(admin, as_file(rows, "csv"), dry_run=True)
+        assert changed == []
+        body = (await upload(admin, as_file(rows, "csv"))).json()
+        assert body["created"] == 2 and changed == [2]
+
+    async def test_statistics_are_renewed_after_a_write_of_a_tenth_of_the_table(
+        self, admin: httpx.AsyncClient, tree: Tree, db: Sessions
+    ) -> None:
+        """The planner knew the members table as it was (after a TRUNCATE or on a new
+        database: empty) until autovacuum's next look; a big import renews it at once."""
+        for _ in range(3):
+            await make_member(admin, org_id=tree.community_a["id"])
+        known = "SELECT reltuples FROM pg_class WHERE oid = 'registry.members'::regclass"
+        async with db() as s:  # as the planner knows a table nothing analysed since it was emptied
+            await s.execute(
+                text("UPDATE pg_class SET reltuples = 0 WHERE oid = 'registry.members'::regclass")
+            )
+            await s.commit()
+        async with db() as s:
+            assert await renew_statistics(s, 999) is False  # under 1,000 rows: never
+            assert await s.scalar(text(known)) == 0
+            assert await renew_statistics(s, 1000) is True
+            # Analysed whole (the table is under the sample's size): the planner's count is
+            # the table's.
+            assert await s.scalar(text(known)) == await members_count(db) > 0
+            await s.commit()
+
+    async def test_a_write_under_a_tenth_of_the_table_is_left_to_autovacuum(
+        self, db: Sessions
+    ) -> None:
+        async with db() as s:
+            # As if the planner knew a million members (undone with the transaction).
+            await s.execute(
+                text("UPDATE pg_class SET reltuples = 1e6 WHERE oid = 'registry.members'::regclass")
+            )
+            assert await renew_statistics(s, 99_999) is False
+            await s.rollback()
 
     async def test_big_files_list_the_invalid_rows_only(
         self, admin: httpx.AsyncClient, tree: Tree

@@ -71,6 +71,7 @@ from services.registry.service.member_card import (
     fetch_org_refs,
     id_number_columns,
     phone_columns,
+    renew_statistics,
     require_writer,
     resume_json,
 )
@@ -656,6 +657,8 @@ async def import_members(
     finally:
         reader.close()
     result = importer.result()
+    if not dry_run:
+        await renew_statistics(session, result.created)
     await audit.record(
         session,
         audit_log,

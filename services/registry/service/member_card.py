@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -252,3 +252,15 @@ def phone_columns(crypto: FieldCrypto, phone: str | None) -> dict[str, Any]:
         "phone_cipher": crypto.keys.encrypt(phone, purpose=PHONE),
         "phone_masked": idnumber.mask_phone(phone),
     }
+
+
+async def renew_statistics(session: AsyncSession, changed: int) -> bool:
+    """After a bulk write of `changed` members in this transaction: the planner's
+    statistics of the members renewed now when the write changed at least 1,000 rows and a
+    tenth of the table (`registry.analyze_members`, migration 0006), not when autovacuum
+    next looks — till then a page of a county's members was planned as a scan of them all.
+    Whether they were."""
+    renewed = await session.scalar(
+        text("SELECT registry.analyze_members(:changed)"), {"changed": changed}
+    )
+    return bool(renewed)
