@@ -197,6 +197,38 @@ async def test_mobility_cannot_read_the_registrys_members(database_url: str) -> 
     assert "members" in await as_role(database_url, "mobility", work)
 
 
+async def test_the_registry_renews_the_members_statistics_only_through_its_function(
+    database_url: str,
+) -> None:
+    """`ANALYZE` is the owner's (a role's own is skipped with a warning);
+    `registry.analyze_members` (SECURITY DEFINER) does it for the registry's role after a
+    big import, and no other service's role may call it."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[bool, bool, list[str]]:
+        said: list[str] = []
+        conn.add_log_listener(lambda _, message: said.append(str(message)))
+        await conn.execute("ANALYZE registry.members")  # its own: skipped, with a warning
+        small = await conn.fetchval("SELECT registry.analyze_members(999)")
+        # More than a tenth of any table the planner knows of here.
+        known = await conn.fetchval(
+            "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'registry.members'::regclass"
+        )
+        big = await conn.fetchval("SELECT registry.analyze_members($1)", int(known) + 1000)
+        await conn.execute("SELECT 1")  # the listener's messages are in before this answer
+        return small, big, said
+
+    small, big, said = await as_role(database_url, "registry", work)
+    assert (small, big) == (False, True)
+    # The role's own ANALYZE was skipped; the function's was not (no second warning).
+    assert len([m for m in said if "skipping" in m]) == 1, said
+
+    async def refused(conn: asyncpg.Connection) -> str:
+        return await denied(conn, "SELECT registry.analyze_members(1000000)")
+
+    for schema in ("mobility", "activities", "gateway"):
+        assert "analyze_members" in await as_role(database_url, schema, refused)
+
+
 @pytest.mark.parametrize("schema", SCHEMAS)
 async def test_no_role_changes_any_audit_trail(database_url: str, schema: str) -> None:
     """Refused by the grants (`permission denied`), before the append-only trigger would."""
