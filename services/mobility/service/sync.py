@@ -52,6 +52,7 @@ lc = links.c
 Resolver = Callable[[dict[str, list[Any]]], Awaitable[dict[str, list[Any]]]]
 
 _row_adapter: TypeAdapter[SyncMember] = TypeAdapter(SyncMember)
+_rows_adapter: TypeAdapter[list[SyncMember]] = TypeAdapter(list[SyncMember])
 
 RESOLVE_CONCURRENCY = 2  # registry calls in flight at once during one sync
 
@@ -91,16 +92,27 @@ async def sync_members(
     errors: list[SyncRowError] = []
     rows: dict[int, SyncMember] = {}
     listed: set[str] = set()
+    # The whole file in one call (a fifth of the time of a call per row); a file with a
+    # bad row is checked row by row, for each row's own reason.
+    try:
+        valid: list[SyncMember] | None = _rows_adapter.validate_python(data.members)
+    except ValidationError:
+        valid = None
     for index, raw in enumerate(data.members):
         external = raw.get("external_id") if isinstance(raw, dict) else None
         external = str(external) if external is not None else None
-        try:
-            row = _row_adapter.validate_python(raw)
-        except ValidationError as exc:
-            errors.append(SyncRowError(index=index, external_id=external, message=_message(exc)))
-            if external:
-                listed.add(external)
-            continue
+        if valid is not None:
+            row = valid[index]
+        else:
+            try:
+                row = _row_adapter.validate_python(raw)
+            except ValidationError as exc:
+                errors.append(
+                    SyncRowError(index=index, external_id=external, message=_message(exc))
+                )
+                if external:
+                    listed.add(external)
+                continue
         if row.external_id in listed:
             errors.append(
                 SyncRowError(
