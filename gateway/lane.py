@@ -22,7 +22,7 @@ from common.errors import AppError, app_error_response
 from common.lane import Lane, bodyless
 from common.metrics import RequestRecorder
 from common.middleware import request_id_from
-from gateway.auth.credentials import INTERNAL_SEGMENTS, is_internal
+from gateway.auth.credentials import is_internal
 from gateway.breaker import CircuitOpen
 from gateway.middleware import EdgeHeaders
 from gateway.proxy import (
@@ -47,6 +47,7 @@ from gateway.upstream_http import (
     _LeanReply,
     _Pool,
     content_length,
+    header_lines,
     request_head,
 )
 
@@ -105,11 +106,6 @@ class ProxyLane:
         )
 
 
-def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """`name: value` lines, each ended by CRLF."""
-    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
-
-
 class FastRelay:
     """The lane's requests that need no decision of the app's, relayed by the server's
     protocol (`gateway.server`) with callbacks: see there for which, and what they get."""
@@ -134,9 +130,7 @@ class FastRelay:
             name = name.lower()
             if name in drop:
                 if name == b"connection" and lists_others(value, drop):
-                    headers = end_to_end(raw, _RESPONSE_DROP_B)
-                    headers.append((b"x-request-id", rid.encode()))
-                    return header_lines(edge.apply(headers, api=True))
+                    return self.edge_lines(end_to_end(raw, _RESPONSE_DROP_B), rid)
                 continue
             if name == b"content-security-policy":
                 csp = True
@@ -145,6 +139,11 @@ class FastRelay:
             parts += (name, b": ", value, b"\r\n")
         parts += (b"x-request-id: ", rid.encode(), b"\r\n", edge.lines[csp][cache])
         return b"".join(parts)
+
+    def edge_lines(self, headers: list[tuple[bytes, bytes]], rid: str) -> bytes:
+        """`headers` with the request id and the edge's (`EdgeHeaders.apply`), as lines."""
+        headers.append((b"x-request-id", rid.encode()))
+        return header_lines(self.edge.apply(headers, api=True))
 
     def ready(self) -> bool:
         """The proxy is up, with the lean client (the relay drives its connections)."""
@@ -167,12 +166,7 @@ class FastRelay:
         if target is None:
             return False
         service, route = target
-        # The segment after the service's prefix, as `is_internal` finds it (an empty one:
-        # it skips those, so it decides); a dot segment has a `/.` before it.
-        segment = path[end + 1 :].partition("/")[0]
-        if (segment.lower() in INTERNAL_SEGMENTS if segment else is_internal(path)) or (
-            "/." in path and has_dot_segments(path)
-        ):
+        if has_dot_segments(path) or is_internal(path):
             return False
         cors = self.proxy_lane.cors
         authorization = given_id = host = None
@@ -396,9 +390,7 @@ class _Exchange:
             response = app_error_response(exc)
         finally:
             request_id_var.reset(token)
-        headers = list(response.raw_headers)
-        headers.append((b"x-request-id", self.rid.encode()))
-        lines = header_lines(self.relay.edge.apply(headers, api=True))
+        lines = self.relay.edge_lines(list(response.raw_headers), self.rid)
         self._write(response.status_code, lines, bytes(response.body))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.upstream_http import header_lines
+
 # Nothing may load, frame or submit anything: the API serves JSON, not pages.
 STRICT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
@@ -22,24 +24,22 @@ class EdgeHeaders:
         if hsts_max_age_s > 0:
             hsts = f"max-age={hsts_max_age_s}; includeSubDomains"
             self.always.append((b"strict-transport-security", hsts.encode()))
-        self._names = {name for name, _ in self.always}
+        # The edge's own names: `apply` replaces any a response set.
+        self.names = frozenset(name for name, _ in self.always)
         # `apply` as header lines, for an answer that already holds a CSP and/or a cache
         # policy (`lines[csp][cache]`: the relay writes heads as bytes, `gateway.server`).
-        always = b"".join(b"%s: %s\r\n" % pair for pair in self.always)
+        always = header_lines(self.always)
         csp = b"content-security-policy: " + STRICT_CSP_B + b"\r\n"
         cache = b"cache-control: no-store\r\n"
         self.lines = (
             (always + csp + cache, always + csp),
             (always + cache, always),
         )
-        # What the relay leaves out of an answer's head: the edge's own names (`apply`
-        # replaces them).
-        self.names = frozenset(self._names)
 
     def apply(self, headers: list[tuple[bytes, bytes]], *, api: bool) -> list[tuple[bytes, bytes]]:
         """A response's headers with the edge's added (and any the response set of the
         edge's own names replaced)."""
-        out = [(k, v) for k, v in headers if k.lower() not in self._names]
+        out = [(k, v) for k, v in headers if k.lower() not in self.names]
         present = {k.lower() for k, _ in out}
         out.extend(self.always)
         if b"content-security-policy" not in present:

@@ -190,6 +190,8 @@ def forward_head(
 
 def has_dot_segments(path: str) -> bool:
     """`.` or `..` among a path's segments: it could leave the service's prefix."""
+    if "." not in path:
+        return False
     segments = path.split("/")
     return ".." in segments or "." in segments
 

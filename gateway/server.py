@@ -42,6 +42,8 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from gateway.upstream_http import header_lines
+
 if TYPE_CHECKING:
     from gateway.lane import FastRelay
 
@@ -167,7 +169,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         defaults = self.server_state.default_headers
         if defaults is not self.defaults[0]:  # uvicorn makes a new list (`date`) each second
-            self.defaults = (defaults, b"".join(b"%s: %s\r\n" % pair for pair in defaults))
+            self.defaults = (defaults, header_lines(defaults))
         self.transport.write(
             b"".join(
                 (

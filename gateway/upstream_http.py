@@ -342,21 +342,26 @@ def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """`name: value` lines, each ended by CRLF."""
+    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
+
+
 def request_head(
     method: str, target: bytes, netloc: bytes, headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     """An HTTP/1.1 request's head, in one piece."""
     return b"".join(
-        [
+        (
             method.encode("ascii"),
             b" ",
             target,
             b" HTTP/1.1\r\nhost: ",
             netloc,
             b"\r\n",
-            *[b"%s: %s\r\n" % pair for pair in headers],
+            header_lines(headers),
             b"\r\n",
-        ]
+        )
     )
 
 

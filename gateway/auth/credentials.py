@@ -22,7 +22,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def is_internal(path: str) -> bool:
-    """A path into a service's internal endpoints (`/api/v1/<svc>/audit-log...`)."""
+    """A path into a service's internal endpoints (`/api/v1/<svc>/audit-log...`): its
+    fourth non-empty segment. Without an empty one inside (`//`), that is the fourth
+    after the leading `/`, and only it is split off (every proxied read asks)."""
+    if path.startswith("/") and "//" not in path:
+        parts = path.split("/", 5)
+        return len(parts) > 4 and parts[4].lower() in INTERNAL_SEGMENTS
     segments = [s for s in path.split("/") if s]
     return len(segments) >= 4 and segments[3].lower() in INTERNAL_SEGMENTS
 
