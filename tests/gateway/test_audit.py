@@ -4,7 +4,6 @@ append-only tables, and a member's access log."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -119,9 +118,13 @@ class TestMergedAuditLog:
         admin_client: httpx.AsyncClient,
         anon: httpx.AsyncClient,
         tree: Tree,
+        db: async_sessionmaker[AsyncSession],
     ) -> None:
-        # This test's records (the shared log holds every earlier test's too).
-        since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        # This test's records (the shared log holds what earlier tests committed too): the
+        # database stamps them with the start of the transaction every app here shares,
+        # which came before this test's fixtures, however long they took.
+        async with db() as session:
+            since = (await session.execute(text("SELECT now()"))).scalar_one().isoformat()
         for i in range(4):
             await make_org(
                 admin_client,
