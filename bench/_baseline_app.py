@@ -22,6 +22,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from common.db import plain_url
+from common.scheduling import apply_cpu_policy
 
 MEMBER = (
     "SELECT id, name, gender, birth_date, id_number_masked, phone_masked, ethnicity, "
@@ -48,6 +49,7 @@ def _json(row: Any) -> dict[str, Any]:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = await asyncpg.create_pool(plain_url(os.environ["DATABASE_URL"]), min_size=4, max_size=10)
     app.state.pool = pool
+    apply_cpu_policy()  # as every server of the system (common/scheduling.py): same conditions
     try:
         yield
     finally:

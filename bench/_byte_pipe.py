@@ -15,6 +15,8 @@ import sys
 
 import uvloop
 
+from common.scheduling import apply_cpu_policy
+
 
 class _Service(asyncio.Protocol):
     def __init__(self, client: _Client) -> None:
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True, help="host:port of the service")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    apply_cpu_policy()  # as every server of the system (common/scheduling.py)
     uvloop.run(_serve(args.upstream, args.port))
     return 0
 

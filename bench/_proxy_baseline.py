@@ -14,6 +14,8 @@ import os
 import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
+from common.scheduling import apply_cpu_policy
+
 UPSTREAM = os.environ.get("LIANXIN_UPSTREAM", "http://127.0.0.1:8001")
 _DROP = frozenset({b"date", b"server", b"connection", b"keep-alive", b"transfer-encoding"})
 _SKIP = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -28,6 +30,7 @@ class _Proxy:
             message: Message = await receive()
             if message["type"] == "lifespan.startup":
                 self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+                apply_cpu_policy()  # as every server of the system (common/scheduling.py)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.session is not None:

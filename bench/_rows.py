@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.scheduling import ProcessSettings
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -87,6 +89,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
+        # The servers' CPU policy (common/scheduling.py); the load generators keep theirs.
+        "servers_sched_batch": ProcessSettings().cpu_batch,
     }
 
 

@@ -26,6 +26,7 @@ from common.lane import Lane, bodyless
 from common.logs import configure_logging
 from common.metrics import install_metrics
 from common.middleware import BodyLimitMiddleware, DeprecationMiddleware, RequestContextMiddleware
+from common.scheduling import ProcessSettings, apply_cpu_policy
 from common.settings import BaseAppSettings
 from common.tracing import TracingMiddleware, instrument_engine, setup_tracing
 
@@ -56,7 +57,7 @@ def create_service_app(
                 instrument_engine(engine, tracing.tracer)
         if on_startup is not None:
             await on_startup(app)
-        settle_heap(app)
+        settle_process(app, settings)
         try:
             yield
         finally:
@@ -175,17 +176,20 @@ class ServiceApp(FastAPI):
 
 def serving(app: FastAPI) -> FastAPI:
     """Marks the app a server process serves for its whole life (`uvicorn <module>:app`),
-    as opposed to the many a test process makes: see `settle_heap`."""
+    as opposed to the many a test process makes: see `settle_process`."""
     app.state.one_per_process = True
     return app
 
 
-def settle_heap(app: FastAPI) -> None:
+def settle_process(app: FastAPI, settings: ProcessSettings) -> None:
     """Once an app that has its process to itself has started: what it made until then
     (routes, models, schemas: most of the heap, kept for the process's life) leaves the
     cyclic garbage collector's generations (`gc.freeze`), so the collections that the
-    requests' garbage triggers no longer walk all of it. Not for an app of a test
-    process: the apps it drops would never be collected."""
+    requests' garbage triggers no longer walk all of it; and the process takes the CPU
+    policy of Lianxin's servers (`settings.cpu_batch`: `common.scheduling`). Not for an app
+    of a test process: the apps it drops would never be collected, and the process is
+    not a server's."""
     if getattr(app.state, "one_per_process", False):
         gc.collect()
         gc.freeze()
+        apply_cpu_policy(settings=settings)

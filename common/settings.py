@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from common.crypto import KeyRing
+from common.scheduling import ProcessSettings
 
 # Development-only secrets: fine on a laptop, refused in production mode.
 DEV_DATA_KEY = "ZGV2LW9ubHktZGF0YS1rZXktMzItYnl0ZXMtbG9uZyE="  # 32 bytes, base64
@@ -36,7 +37,7 @@ class Environment(StrEnum):
     production = "production"
 
 
-class BaseAppSettings(BaseSettings):
+class BaseAppSettings(ProcessSettings):
     # Never echo the input in a validation error: it holds the secrets.
     model_config = SettingsConfigDict(
         env_prefix="LIANXIN_", extra="ignore", hide_input_in_errors=True

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from common.app import serving, settle_heap
+from common.app import serving, settle_process
 from common.db import app_engine, make_sessionmaker
 from common.errors import install_error_handlers
 from common.logs import configure_logging
@@ -100,7 +100,7 @@ def create_app(
                 resolver=webhook_resolver,
                 clock=clock,
             )
-            settle_heap(app)
+            settle_process(app, settings)
             try:
                 yield
             finally:

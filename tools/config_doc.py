@@ -41,6 +41,10 @@ MEANINGS: dict[str, str] = {
     "db_pool_size": "connections each process opens at most to the database for its "
     "requests and consumers, kept open once opened (no overflow)",
     "db_statement_timeout_ms": "bound on every query",
+    "cpu_batch": "the app's process (and `make run`'s embedded PostgreSQL) runs under Linux's "
+    "`SCHED_BATCH`: a process woken by another's message waits for the core's current one "
+    "to block instead of preempting it (common/scheduling.py; more requests per wake-up, "
+    "measured in the README's Performance section)",
     "hot_reads_pool_size": "connections of the registry's own asyncpg pool for its hottest "
     "reads (a member's card, a page of a subtree), besides `LIANXIN_DB_POOL_SIZE`",
     "jwt_public_key": "PEM text of the gateway's token-signing public key (Ed25519)",

@@ -3,7 +3,8 @@
 `python -m tools.pg start DATA_DIR [--port N]` initialises the cluster on first use,
 starts it listening on 127.0.0.1 and prints its URL; `stop DATA_DIR` stops it;
 `url DATA_DIR` prints the URL of a running one. Running as root, the server runs as an
-unprivileged system user (PostgreSQL refuses to run as root).
+unprivileged system user (PostgreSQL refuses to run as root). The server runs under the
+CPU policy of Lianxin's servers (`common.scheduling`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from common.scheduling import apply_cpu_policy
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
@@ -133,7 +136,7 @@ def start(data_dir: Path, port: int | None = None) -> Cluster:
     data_dir = data_dir.resolve()
     running = _pid_info(data_dir)
     if running is not None and _ready(running[1]):
-        return Cluster(data_dir, running[1])
+        return _settled(Cluster(data_dir, running[1]))
     user = _run_as()
     data_dir.mkdir(parents=True, exist_ok=True)
     if user is not None:
@@ -191,7 +194,16 @@ def start(data_dir: Path, port: int | None = None) -> Cluster:
         if time.monotonic() > deadline:
             raise RuntimeError("PostgreSQL started but does not accept connections")
         time.sleep(0.1)
-    return Cluster(data_dir, port)
+    return _settled(Cluster(data_dir, port))
+
+
+def _settled(cluster: Cluster) -> Cluster:
+    """The cluster's postmaster and its processes under the CPU policy of Lianxin's servers
+    (`LIANXIN_CPU_BATCH`, `common.scheduling`); the backends it starts later inherit it."""
+    pid = cluster.pid
+    if pid is not None:
+        apply_cpu_policy(pid, children=True)
+    return cluster
 
 
 def _socket_dir(port: int) -> Path:

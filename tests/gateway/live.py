@@ -64,7 +64,11 @@ def fake_service(**env: str) -> UvicornProcess:
     return UvicornProcess("tests.gateway.upstream_app:app", env=env)
 
 
-def registry_service(database_url: str, public_pem: str, port: int | None = None) -> UvicornProcess:
+def registry_service(
+    database_url: str, public_pem: str, port: int | None = None, **env: str
+) -> UvicornProcess:
+    """The registry in a child process, as `make run` serves it; `env` adds to its
+    environment."""
     return UvicornProcess(
         "services.registry.app:app",
         env={
@@ -72,6 +76,7 @@ def registry_service(database_url: str, public_pem: str, port: int | None = None
             "LIANXIN_JWT_PUBLIC_KEY": public_pem,
             "LIANXIN_ENVIRONMENT": "test",
             "LIANXIN_DB_POOL_SIZE": "4",
+            **env,
         },
         port=port,
         ready_path="/readyz",
