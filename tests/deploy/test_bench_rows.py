@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import pytest
+
 from bench import _rows
 
 
@@ -56,3 +58,12 @@ def test_the_markdown_table_shows_every_row_and_bolds_failures() -> None:
         "| via gateway | 3,481 req/s | 4,903 (direct) | 0.71 | ratio >= 0.75 | **fail** |"
     )
     assert lines[4] == "| p50 | 1.85 ms | - | - |  |  |"
+
+
+def test_the_results_say_which_cpu_policy_the_servers_ran_under(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LIANXIN_CPU_BATCH", raising=False)
+    assert _rows.machine()["servers_sched_batch"] is True
+    monkeypatch.setenv("LIANXIN_CPU_BATCH", "false")
+    assert _rows.machine()["servers_sched_batch"] is False
