@@ -33,9 +33,11 @@ OTHER = os.SCHED_OTHER
 
 
 @pytest.fixture
-def normal_policy() -> Iterator[None]:
+def normal_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """This process under the default policy while a test starts children from it (they
-    inherit it), as it was afterwards."""
+    inherit it), as it was afterwards; `LIANXIN_CPU_BATCH` unset (its default), whatever
+    the environment the tests run in says."""
+    monkeypatch.delenv("LIANXIN_CPU_BATCH", raising=False)
     before = os.sched_getscheduler(0)
     os.sched_setscheduler(0, OTHER, os.sched_param(0))
     yield
